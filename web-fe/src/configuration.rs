@@ -1,0 +1,302 @@
+//! Settings read from the environment. Every value is checked at start-up so a typo
+//! stops the process with a message naming the variable, instead of failing later.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, ConnectionInfo, IntoConnectionInfo};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where and how the service runs; built once by [`Settings::from_env`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: IpAddr,
+    pub port: u16,
+    pub redis: ConnectionInfo,
+    pub redis_timeout: Duration,
+    /// `None` closes every connection after one response, so each browser refresh opens a
+    /// new one and swarm's per-connection balancing can pick another replica.
+    pub keep_alive: Option<Duration>,
+    pub workers: usize,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    /// How long in-flight requests may run on after SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+    /// How long to keep serving after the signal, while the orchestrator stops routing here.
+    pub shutdown_drain: Duration,
+    /// After this long without a request, a replica starts fading on the page.
+    pub replica_stale: Duration,
+    pub task_slot: Option<String>,
+    pub node_name: Option<String>,
+}
+
+/// A setting that could not be used: which variable, what it held, what was expected.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}={:?}: expected {}",
+            self.var, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| Var {
+            name,
+            value: lookup(name).filter(|v| !v.trim().is_empty()),
+        };
+        let mut redis = var("REDIS_URL").redis_url("redis://redis:6379")?;
+        if let Some(password) = var("REDIS_PASSWORD_FILE").password_file()? {
+            let auth = redis.redis_settings().clone().set_password(password);
+            redis = redis.set_redis_settings(auth);
+        }
+        Ok(Self {
+            host: var("HOST").parse_or("0.0.0.0".parse().expect("literal"), "an IP address")?,
+            port: var("PORT").port(8080)?,
+            redis,
+            redis_timeout: var("REDIS_TIMEOUT").positive_duration(Duration::from_millis(500))?,
+            keep_alive: var("KEEP_ALIVE").keep_alive()?,
+            workers: var("WORKERS").count(default_workers())?,
+            log_format: var("LOG_FORMAT").log_format()?,
+            log_filter: var("RUST_LOG").value.unwrap_or_else(|| "info".into()),
+            shutdown_timeout: var("SHUTDOWN_TIMEOUT").duration(Duration::from_secs(5))?,
+            shutdown_drain: var("SHUTDOWN_DRAIN").duration(Duration::ZERO)?,
+            replica_stale: var("REPLICA_STALE").positive_duration(Duration::from_secs(30))?,
+            task_slot: var("TASK_SLOT").value,
+            node_name: var("NODE_NAME").value,
+        })
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One environment variable, with the parsers the settings need.
+struct Var {
+    name: &'static str,
+    value: Option<String>,
+}
+
+impl Var {
+    fn error(&self, expected: &str) -> ConfigError {
+        ConfigError {
+            var: self.name,
+            value: self.value.clone().unwrap_or_default(),
+            expected: expected.into(),
+        }
+    }
+
+    fn parse_or<T: std::str::FromStr>(&self, default: T, expected: &str) -> Result<T, ConfigError> {
+        match &self.value {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|_| self.error(expected)),
+        }
+    }
+
+    fn port(&self, default: u16) -> Result<u16, ConfigError> {
+        let port = self.parse_or(default, "a port number from 1 to 65535")?;
+        if port == 0 {
+            return Err(self.error("a port number from 1 to 65535"));
+        }
+        Ok(port)
+    }
+
+    fn count(&self, default: usize) -> Result<usize, ConfigError> {
+        const EXPECTED: &str = "a whole number from 1 to 256";
+        match self.parse_or(default, EXPECTED)? {
+            n @ 1..=256 => Ok(n),
+            _ => Err(self.error(EXPECTED)),
+        }
+    }
+
+    fn duration(&self, default: Duration) -> Result<Duration, ConfigError> {
+        match &self.value {
+            None => Ok(default),
+            Some(v) => {
+                parse_duration(v).ok_or_else(|| self.error("a duration such as 500ms, 2s or 0"))
+            }
+        }
+    }
+
+    fn positive_duration(&self, default: Duration) -> Result<Duration, ConfigError> {
+        let d = self.duration(default)?;
+        if d.is_zero() {
+            return Err(self.error("a duration above zero, such as 500ms or 2s"));
+        }
+        Ok(d)
+    }
+
+    fn keep_alive(&self) -> Result<Option<Duration>, ConfigError> {
+        const EXPECTED: &str = "off, on, or an idle timeout such as 5s";
+        match self.value.as_deref().map(str::trim) {
+            None | Some("off") | Some("0") => Ok(None),
+            Some("on") => Ok(Some(Duration::from_secs(5))),
+            Some(v) => parse_duration(v)
+                .filter(|d| !d.is_zero())
+                .map(Some)
+                .ok_or_else(|| self.error(EXPECTED)),
+        }
+    }
+
+    fn log_format(&self) -> Result<LogFormat, ConfigError> {
+        match self.value.as_deref().map(str::trim) {
+            None | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(_) => Err(self.error("text or json")),
+        }
+    }
+
+    fn redis_url(&self, default: &str) -> Result<ConnectionInfo, ConfigError> {
+        let url = self.value.as_deref().unwrap_or(default).trim();
+        let info = url
+            .into_connection_info()
+            .map_err(|_| self.error("a URL such as redis://redis:6379"))?;
+        // Also rejects schemes this build cannot open (rediss:// needs TLS support).
+        redis::Client::open(info.clone())
+            .map_err(|_| self.error("a redis:// or unix:// URL (TLS is not built in)"))?;
+        Ok(info)
+    }
+
+    /// Docker secrets arrive as files; the password never sits in the environment.
+    fn password_file(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.value else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path.trim())
+            .map_err(|e| self.error(&format!("a readable file ({e})")))?;
+        let password = text.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err(self.error("a file holding the Redis password, but it is empty"));
+        }
+        Ok(Some(password.to_owned()))
+    }
+}
+
+/// Parses `0`, `250ms`, `2s` or `1m`: whole numbers with a unit, so `5` alone is rejected
+/// rather than guessed.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.host.to_string(), "0.0.0.0");
+        assert_eq!(s.redis.addr().to_string(), "redis:6379");
+        assert_eq!(s.redis_timeout, Duration::from_millis(500));
+        assert_eq!(s.keep_alive, None);
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(s.shutdown_drain, Duration::ZERO);
+        assert!(s.workers >= 1);
+    }
+
+    #[test]
+    fn every_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("PORT", "eighty"),
+            ("PORT", "0"),
+            ("PORT", "70000"),
+            ("HOST", "localhost:1"),
+            ("REDIS_URL", "http://redis"),
+            ("REDIS_URL", "rediss://redis:6379"),
+            ("REDIS_TIMEOUT", "0"),
+            ("REDIS_TIMEOUT", "500"),
+            ("KEEP_ALIVE", "sometimes"),
+            ("WORKERS", "0"),
+            ("WORKERS", "-3"),
+            ("LOG_FORMAT", "xml"),
+            ("SHUTDOWN_TIMEOUT", "5 seconds"),
+            ("REDIS_PASSWORD_FILE", "/nonexistent/secret"),
+        ] {
+            let err = settings(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+            assert!(
+                err.to_string().starts_with(&format!("invalid {var}=")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn keep_alive_accepts_off_on_and_durations() {
+        assert_eq!(settings(&[("KEEP_ALIVE", "off")]).unwrap().keep_alive, None);
+        assert_eq!(
+            settings(&[("KEEP_ALIVE", "on")]).unwrap().keep_alive,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            settings(&[("KEEP_ALIVE", "30s")]).unwrap().keep_alive,
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        for bad in ["5", "ms", "-1s", "1.5s", "1h", ""] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn password_file_is_read_without_its_newline() {
+        let path = std::env::temp_dir().join(format!("web-fe-secret-{}", std::process::id()));
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let s = settings(&[("REDIS_PASSWORD_FILE", path.to_str().unwrap())]).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(s.redis.redis_settings().password(), Some("s3cret"));
+    }
+}

@@ -1,0 +1,59 @@
+//! `web-fe healthcheck`: asks the local `/healthz` and exits 0 or 1, so a Docker
+//! HEALTHCHECK works in an image without a shell or curl.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::configuration::Settings;
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn run() -> ExitCode {
+    let result = Settings::from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|settings| probe(local_address(&settings)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("web-fe healthcheck: unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The server's own address; a wildcard bind is reached through loopback.
+fn local_address(settings: &Settings) -> SocketAddr {
+    let host = match settings.host {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(host, settings.port)
+}
+
+fn probe(address: SocketAddr) -> Result<(), String> {
+    let fail = |what: &str, e: std::io::Error| format!("{what} {address}: {e}");
+    let mut stream =
+        TcpStream::connect_timeout(&address, TIMEOUT).map_err(|e| fail("cannot connect to", e))?;
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
+        .and_then(|()| {
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        })
+        .map_err(|e| fail("cannot send to", e))?;
+    let mut head = [0u8; 12];
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| fail("no answer from", e))?;
+    match &head {
+        b"HTTP/1.1 200" => Ok(()),
+        other => Err(format!(
+            "{address}/healthz answered {:?}",
+            String::from_utf8_lossy(other)
+        )),
+    }
+}

@@ -1,0 +1,114 @@
+//! `/` and `/api`: count one view and show it, as a page or as JSON.
+
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::web::{Data, Query};
+use actix_web::{HttpRequest, HttpResponse};
+use askama::Template;
+
+use super::errors;
+use super::view::{ReplicaView, VisitView, placement};
+use crate::build_info;
+use crate::state::{AppState, unix_millis};
+use crate::store::StoreError;
+
+/// Auto-refresh bounds, in seconds: fast enough to watch, slow enough to read.
+const REFRESH_SECONDS: std::ops::RangeInclusive<u32> = 1..=60;
+
+#[derive(Template)]
+#[template(path = "page.html")]
+struct Page<'a> {
+    view: &'a VisitView,
+    placement: String,
+    accent: &'static str,
+    refresh: Option<u32>,
+}
+
+pub async fn page(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
+    let refresh = match refresh_option(req.query_string()) {
+        Ok(refresh) => refresh,
+        Err(problem) => return errors::html(&state, errors::Problem::bad_request(problem)),
+    };
+    let view = match count_visit(&state).await {
+        Ok(view) => view,
+        Err(e) => return errors::html(&state, errors::Problem::redis_down(&state, &e)),
+    };
+    let page = Page {
+        placement: placement(view.slot.as_deref(), view.node.as_deref()),
+        view: &view,
+        accent: build_info::ACCENT,
+        refresh,
+    };
+    match page.render() {
+        Ok(body) => fresh(HttpResponse::Ok())
+            .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
+            .body(body),
+        Err(e) => errors::html(&state, errors::Problem::internal(e)),
+    }
+}
+
+pub async fn api(state: Data<AppState>) -> HttpResponse {
+    match count_visit(&state).await {
+        Ok(view) => fresh(HttpResponse::Ok()).json(view),
+        Err(e) => errors::json(&state, errors::Problem::redis_down(&state, &e)),
+    }
+}
+
+/// Counts the view in Redis; a failure is logged and counted, and nothing is retried,
+/// because a retried INCR could count one view twice.
+async fn count_visit(state: &AppState) -> Result<VisitView, StoreError> {
+    let now = unix_millis();
+    let forget = state.replica_forget();
+    match state.store.record_visit(&state.replica, now, forget).await {
+        Ok(visit) => Ok(VisitView::new(state, visit, now)),
+        Err(e) => {
+            state.metrics.observe_redis_error(&e);
+            tracing::warn!(error = %e, "could not count the view");
+            Err(e)
+        }
+    }
+}
+
+/// Every refresh must reach a server, or the count and the replica would not change.
+fn fresh(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    builder.insert_header((CACHE_CONTROL, "no-store"));
+    builder
+}
+
+/// Reads `?refresh=N`; other parameters are ignored.
+fn refresh_option(query: &str) -> Result<Option<u32>, String> {
+    let pairs = Query::<Vec<(String, String)>>::from_query(query)
+        .map_err(|_| "The query string could not be read.".to_owned())?;
+    let Some((_, value)) = pairs.iter().find(|(k, _)| k == "refresh") else {
+        return Ok(None);
+    };
+    match value.parse() {
+        Ok(secs) if REFRESH_SECONDS.contains(&secs) => Ok(Some(secs)),
+        _ => Err(format!(
+            "refresh={value:?} is not a number of seconds from {} to {}.",
+            REFRESH_SECONDS.start(),
+            REFRESH_SECONDS.end()
+        )),
+    }
+}
+
+impl ReplicaView {
+    /// Bar width for the template; at least a sliver so a new replica is visible.
+    pub fn bar_width(&self) -> String {
+        format!("{:.1}%", self.share.max(1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_accepts_seconds_in_range_only() {
+        assert_eq!(refresh_option(""), Ok(None));
+        assert_eq!(refresh_option("refresh=2"), Ok(Some(2)));
+        assert_eq!(refresh_option("x=1&refresh=60"), Ok(Some(60)));
+        assert!(refresh_option("refresh=0").is_err());
+        assert!(refresh_option("refresh=61").is_err());
+        assert!(refresh_option("refresh=soon").is_err());
+    }
+}

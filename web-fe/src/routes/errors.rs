@@ -1,0 +1,159 @@
+//! Error answers in the form the client reads: an HTML page for browsers, JSON under
+//! `/api`, plain text for probes. Each one names the replica that answered.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{ALLOW, CACHE_CONTROL, RETRY_AFTER};
+use actix_web::web::Data;
+use actix_web::{HttpRequest, HttpResponse};
+use askama::Template;
+use serde_json::json;
+
+use crate::build_info;
+use crate::state::AppState;
+use crate::store::StoreError;
+
+/// What went wrong, in words for the person reading it.
+pub struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+    /// What to do about it.
+    hint: &'static str,
+}
+
+impl Problem {
+    pub fn redis_down(state: &AppState, error: &StoreError) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            title: "Redis is not answering",
+            detail: format!(
+                "Replica {} could not reach {}. This view was not counted.",
+                state.replica.hostname, error
+            ),
+            hint: "Nothing is lost: the count lives in Redis. Refresh once Redis is back \
+                   (docker compose ps shows its state); no restart of web-fe is needed.",
+        }
+    }
+
+    pub fn bad_request(detail: String) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            title: "That request could not be read",
+            detail,
+            hint: "Open / without parameters, or /?refresh=2 to refresh every 2 seconds.",
+        }
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %error, "page rendering failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            title: "The page could not be drawn",
+            detail: "An internal error stopped this page; the view was counted.".into(),
+            hint: "Refresh to try again. The log of this replica has the details.",
+        }
+    }
+
+    fn not_found(path: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            title: "No such page",
+            detail: format!("Nothing is served at {}.", shorten(path)),
+            hint: "The counter is at /, its JSON at /api.",
+        }
+    }
+
+    fn method_not_allowed(method: &str) -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            title: "Method not allowed",
+            detail: format!("{} is not accepted here.", shorten(method)),
+            hint: "Use GET.",
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    problem: &'a Problem,
+    hostname: &'a str,
+    colour: String,
+    accent: &'static str,
+    version: &'static str,
+}
+
+pub fn html(state: &AppState, problem: Problem) -> HttpResponse {
+    let page = ErrorPage {
+        problem: &problem,
+        hostname: &state.replica.hostname,
+        colour: state.replica.colour.css(),
+        accent: build_info::ACCENT,
+        version: build_info::VERSION,
+    };
+    // The template has no fallible parts; plain text is the fallback all the same.
+    let body = page
+        .render()
+        .unwrap_or_else(|_| format!("{}: {}\n", problem.title, problem.detail));
+    respond(&problem)
+        .content_type("text/html; charset=utf-8")
+        .body(body)
+}
+
+pub fn json(state: &AppState, problem: Problem) -> HttpResponse {
+    respond(&problem).json(json!({
+        "error": problem.title,
+        "detail": problem.detail,
+        "hint": problem.hint,
+        "status": problem.status.as_u16(),
+        "hostname": state.replica.hostname,
+        "version": build_info::VERSION,
+    }))
+}
+
+fn respond(problem: &Problem) -> actix_web::HttpResponseBuilder {
+    let mut builder = HttpResponse::build(problem.status);
+    builder.insert_header((CACHE_CONTROL, "no-store"));
+    if problem.status == StatusCode::SERVICE_UNAVAILABLE {
+        builder.insert_header((RETRY_AFTER, "1"));
+    }
+    if problem.status == StatusCode::METHOD_NOT_ALLOWED {
+        builder.insert_header((ALLOW, "GET"));
+    }
+    builder
+}
+
+/// 404 for any unknown path: JSON under /api, a page elsewhere.
+pub async fn not_found(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
+    let problem = Problem::not_found(req.path());
+    if req.path().starts_with("/api") {
+        json(&state, problem)
+    } else {
+        html(&state, problem)
+    }
+}
+
+pub async fn method_not_allowed_html(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
+    html(&state, Problem::method_not_allowed(req.method().as_str()))
+}
+
+pub async fn method_not_allowed_json(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
+    json(&state, Problem::method_not_allowed(req.method().as_str()))
+}
+
+pub async fn method_not_allowed_text(req: HttpRequest) -> HttpResponse {
+    let problem = Problem::method_not_allowed(req.method().as_str());
+    respond(&problem)
+        .insert_header((ALLOW, "GET, HEAD"))
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{}\n", problem.detail))
+}
+
+/// Echoed input is cut short so an 8 KiB path does not come back whole.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 80;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}

@@ -1,0 +1,38 @@
+//! Liveness and readiness. Liveness never asks Redis: a Redis outage must not make swarm
+//! or Docker kill every replica. Readiness does, so load balancers can wait for it.
+
+use actix_web::HttpResponse;
+use actix_web::http::header::CACHE_CONTROL;
+use actix_web::web::Data;
+
+use crate::state::AppState;
+
+pub async fn healthz() -> HttpResponse {
+    text(HttpResponse::Ok(), "ok\n".into())
+}
+
+pub async fn readyz(state: Data<AppState>) -> HttpResponse {
+    if state.is_draining() {
+        return text(
+            HttpResponse::ServiceUnavailable(),
+            "not ready: shutting down\n".into(),
+        );
+    }
+    match state.store.ping().await {
+        Ok(()) => text(HttpResponse::Ok(), "ready\n".into()),
+        Err(e) => {
+            state.metrics.observe_redis_error(&e);
+            text(
+                HttpResponse::ServiceUnavailable(),
+                format!("not ready: {e}\n"),
+            )
+        }
+    }
+}
+
+fn text(mut builder: actix_web::HttpResponseBuilder, body: String) -> HttpResponse {
+    builder
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .body(body)
+}

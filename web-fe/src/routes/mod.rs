@@ -1,0 +1,41 @@
+//! HTTP routes. `/` and `/api` count a view; the others only report.
+
+mod counter;
+mod errors;
+mod health;
+mod metrics;
+mod view;
+
+use actix_web::web;
+
+pub use errors::not_found;
+
+/// Registers every route; each one answers 405 with `Allow` for methods it does not take.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/")
+            .route(web::get().to(counter::page))
+            .default_service(web::to(errors::method_not_allowed_html)),
+    )
+    .service(
+        web::resource("/api")
+            .route(web::get().to(counter::api))
+            .default_service(web::to(errors::method_not_allowed_json)),
+    )
+    .service(read_only("/healthz", health::healthz))
+    .service(read_only("/readyz", health::readyz))
+    .service(read_only("/metrics", metrics::metrics));
+}
+
+/// A route that changes nothing, so HEAD is as good as GET (probes often use it).
+fn read_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(errors::method_not_allowed_text))
+}

@@ -1,0 +1,137 @@
+//! What a view shows, computed once and rendered as HTML or JSON.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::build_info;
+use crate::state::AppState;
+use crate::store::{ReplicaRecord, Visit};
+
+/// The count, who answered, and how requests spread over replicas.
+#[derive(Debug, Serialize)]
+pub struct VisitView {
+    pub count: i64,
+    pub hostname: String,
+    pub slot: Option<String>,
+    pub node: Option<String>,
+    pub colour: String,
+    pub version: &'static str,
+    pub replicas: Vec<ReplicaView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReplicaView {
+    pub hostname: String,
+    pub slot: Option<String>,
+    pub node: Option<String>,
+    pub colour: String,
+    pub served: u64,
+    /// Share of the requests the listed replicas served, in percent.
+    pub share: f64,
+    pub last_seen_ms: u64,
+    pub age_ms: u64,
+    /// Unseen for longer than the stale threshold: shown fading.
+    pub stale: bool,
+    /// 1.0 while active, falling to 0.3 as the replica goes unseen.
+    pub opacity: f64,
+    /// This is the replica that answered this request.
+    pub current: bool,
+}
+
+impl VisitView {
+    pub fn new(state: &AppState, visit: Visit, now_ms: u64) -> Self {
+        let me = &state.replica;
+        let total: u64 = visit.replicas.iter().map(|r| r.served).sum();
+        let replicas = visit
+            .replicas
+            .into_iter()
+            .map(|r| ReplicaView::new(r, total, now_ms, state.replica_stale, &me.hostname))
+            .collect();
+        Self {
+            count: visit.count,
+            hostname: me.hostname.clone(),
+            slot: me.slot.clone(),
+            node: me.node.clone(),
+            colour: me.colour.css(),
+            version: build_info::VERSION,
+            replicas,
+        }
+    }
+}
+
+impl ReplicaView {
+    fn new(r: ReplicaRecord, total: u64, now_ms: u64, stale: Duration, me: &str) -> Self {
+        let age_ms = now_ms.saturating_sub(r.last_seen_ms);
+        let share = if total == 0 {
+            0.0
+        } else {
+            (r.served as f64 * 1000.0 / total as f64).round() / 10.0
+        };
+        Self {
+            colour: crate::replica::Colour::for_name(&r.hostname).css(),
+            current: r.hostname == me,
+            stale: Duration::from_millis(age_ms) > stale,
+            opacity: fade(age_ms, stale),
+            hostname: r.hostname,
+            slot: r.slot,
+            node: r.node,
+            served: r.served,
+            share,
+            last_seen_ms: r.last_seen_ms,
+            age_ms,
+        }
+    }
+
+    /// "now", "12 s ago", "3 min ago": short enough for a phone.
+    pub fn last_seen(&self) -> String {
+        match self.age_ms / 1000 {
+            0..=1 => "now".into(),
+            s @ 2..=119 => format!("{s} s ago"),
+            s => format!("{} min ago", s / 60),
+        }
+    }
+
+    /// "slot 3 · node-a", or empty outside swarm.
+    pub fn placement(&self) -> String {
+        placement(self.slot.as_deref(), self.node.as_deref())
+    }
+}
+
+pub fn placement(slot: Option<&str>, node: Option<&str>) -> String {
+    match (slot, node) {
+        (Some(s), Some(n)) => format!("task slot {s} · node {n}"),
+        (Some(s), None) => format!("task slot {s}"),
+        (None, Some(n)) => format!("node {n}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// Full opacity until `stale`, then a linear fade to 0.3 at four times `stale`.
+fn fade(age_ms: u64, stale: Duration) -> f64 {
+    let stale_ms = stale.as_millis().max(1) as f64;
+    let over = (age_ms as f64 - stale_ms) / (3.0 * stale_ms);
+    let opacity = 1.0 - 0.7 * over.clamp(0.0, 1.0);
+    (opacity * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_fade_after_the_stale_threshold() {
+        let stale = Duration::from_secs(30);
+        assert_eq!(fade(0, stale), 1.0);
+        assert_eq!(fade(30_000, stale), 1.0);
+        assert_eq!(fade(75_000, stale), 0.65);
+        assert_eq!(fade(120_000, stale), 0.3);
+        assert_eq!(fade(999_000, stale), 0.3);
+    }
+
+    #[test]
+    fn placement_names_what_is_known() {
+        assert_eq!(placement(Some("3"), Some("n1")), "task slot 3 · node n1");
+        assert_eq!(placement(None, None), "");
+    }
+}

@@ -1,0 +1,49 @@
+//! What every handler shares: the store, this replica's identity, metrics, and whether
+//! the process is shutting down.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::metrics::Metrics;
+use crate::replica::Replica;
+use crate::store::Store;
+
+pub struct AppState {
+    pub store: Store,
+    pub replica: Replica,
+    pub metrics: Metrics,
+    /// A replica unseen for this long starts to fade on the page.
+    pub replica_stale: Duration,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(store: Store, replica: Replica, replica_stale: Duration) -> Self {
+        Self {
+            store,
+            replica,
+            metrics: Metrics::default(),
+            replica_stale,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Replicas unseen for this long are dropped from Redis and from the page.
+    pub fn replica_forget(&self) -> Duration {
+        self.replica_stale * 20
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

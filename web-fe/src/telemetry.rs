@@ -1,0 +1,67 @@
+//! Logging: the subscriber (text or JSON, filtered by `RUST_LOG`) and the middleware that
+//! writes one line and records metrics for every request.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web::Data;
+use tracing_subscriber::EnvFilter;
+
+use crate::configuration::{ConfigError, LogFormat, Settings};
+use crate::state::AppState;
+
+/// Longest path written to a log line; a fuzzer's 8 KiB path is cut, not logged whole.
+const MAX_LOGGED_PATH: usize = 200;
+
+pub fn init_subscriber(settings: &Settings) -> Result<(), ConfigError> {
+    let filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| ConfigError {
+        var: "RUST_LOG",
+        value: settings.log_filter.clone(),
+        expected: format!("a filter such as info or web_fe=debug ({e})"),
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_target(false);
+    // Ignore "already set": tests may build more than one app in a process.
+    let _ = match settings.log_format {
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    Ok(())
+}
+
+/// Logs replica, method, path, status and latency, and feeds the same figures to metrics.
+pub async fn observe_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let state = req.app_data::<Data<AppState>>().cloned();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let response = next.call(req).await?;
+    let latency = started.elapsed();
+    let status = response.status().as_u16();
+    if let Some(state) = state {
+        state.metrics.observe_request(&path, status, latency);
+        tracing::info!(
+            replica = %state.replica.hostname,
+            method = %method,
+            path = %truncated(&path),
+            status,
+            latency_us = latency.as_micros() as u64,
+            "request"
+        );
+    }
+    Ok(response)
+}
+
+fn truncated(path: &str) -> &str {
+    match path.char_indices().nth(MAX_LOGGED_PATH) {
+        Some((end, _)) => &path[..end],
+        None => path,
+    }
+}
