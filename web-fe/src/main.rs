@@ -51,7 +51,10 @@ fn serve() -> ExitCode {
             .map_err(|e| format!("server failed: {e}"))
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            tracing::info!("web-fe stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("web-fe: {e}");

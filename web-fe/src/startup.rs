@@ -113,7 +113,7 @@ async fn stop_on_signal(handle: ServerHandle, state: Data<AppState>, drain: Dura
         handle.stop(true).await;
     };
     tokio::select! {
-        () = graceful => tracing::info!("stopped"),
+        () = graceful => {}
         name = signals.next() => {
             tracing::warn!(signal = name, "second signal: stopping now");
             handle.stop(false).await;

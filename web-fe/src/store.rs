@@ -229,7 +229,8 @@ mod tests {
     fn a_garbled_seen_value_is_treated_as_long_ago() {
         let served = HashMap::from([("x".into(), 1)]);
         let seen = HashMap::from([("x".into(), "not-a-time".into())]);
-        let (records, gone) = merge_records(served, &seen, 10_000, Duration::from_secs(60));
+        let (records, gone) =
+            merge_records(served, &seen, 1_800_000_000_000, Duration::from_secs(60));
         assert!(records.is_empty());
         assert_eq!(gone, vec!["x".to_string()]);
     }

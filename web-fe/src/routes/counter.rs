@@ -84,7 +84,7 @@ fn refresh_option(query: &str) -> Result<Option<u32>, String> {
     match value.parse() {
         Ok(secs) if REFRESH_SECONDS.contains(&secs) => Ok(Some(secs)),
         _ => Err(format!(
-            "refresh={value:?} is not a number of seconds from {} to {}.",
+            "refresh={value} is not a number of seconds from {} to {}.",
             REFRESH_SECONDS.start(),
             REFRESH_SECONDS.end()
         )),

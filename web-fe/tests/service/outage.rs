@@ -1,0 +1,163 @@
+//! Redis stopped, hung or behind a password: 503 fast, readiness fails, liveness holds,
+//! and service comes back without a restart.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Redis, WebFe, client, signal};
+
+#[tokio::test]
+async fn stopped_redis_gives_503_then_recovers_without_restart() {
+    let mut redis = Redis::start();
+    let mut web = WebFe::start(&redis.url(), &[]);
+    let http = client();
+    assert_eq!(
+        http.get(web.url("/api")).send().await.unwrap().status(),
+        200
+    );
+
+    redis.stop();
+    let started = Instant::now();
+    let response = http.get(web.url("/api")).send().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let json: Value = response.json().await.unwrap();
+    assert_eq!(
+        json["hostname"],
+        gethostname::gethostname().to_string_lossy().as_ref()
+    );
+    assert!(
+        json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("could not reach Redis"),
+        "{json}"
+    );
+    // Bounded by the 500 ms default timeout, with room for a loaded machine.
+    assert!(elapsed < Duration::from_secs(1), "503 took {elapsed:?}");
+
+    let page = http.get(web.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 503);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("Redis is not answering"), "{body}");
+    assert!(body.contains("This view was not counted."), "{body}");
+
+    redis.restart();
+    let response = http.get(web.url("/api")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "first request after Redis returned");
+    let json: Value = response.json().await.unwrap();
+    assert_eq!(json["count"], 1, "the restarted test Redis starts empty");
+    assert!(web.is_running());
+}
+
+#[tokio::test]
+async fn hung_redis_gives_503_within_the_configured_timeout() {
+    let redis = Redis::start();
+    let web = WebFe::start(&redis.url(), &[("REDIS_TIMEOUT", "300ms")]);
+    let http = client();
+    assert_eq!(
+        http.get(web.url("/api")).send().await.unwrap().status(),
+        200
+    );
+
+    // A stopped process still accepts TCP connections but never answers.
+    signal(redis.pid(), "STOP");
+    let started = Instant::now();
+    let status = http.get(web.url("/api")).send().await.unwrap().status();
+    let elapsed = started.elapsed();
+    signal(redis.pid(), "CONT");
+    assert_eq!(status, 503);
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(1),
+        "answered after {elapsed:?}, timeout is 300ms"
+    );
+    let metrics = http
+        .get(web.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("redis_errors_total{kind=\"timeout\"} 1\n"),
+        "{metrics}"
+    );
+
+    let response = http.get(web.url("/api")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn readiness_follows_redis_while_liveness_stays_up() {
+    let mut redis = Redis::start();
+    let web = WebFe::start(&redis.url(), &[]);
+    let http = client();
+    let status = |path: &'static str| {
+        let request = http.get(web.url(path)).send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        (status("/readyz").await, status("/healthz").await),
+        (200, 200)
+    );
+
+    redis.stop();
+    assert_eq!(
+        (status("/readyz").await, status("/healthz").await),
+        (503, 200)
+    );
+    let reason = http
+        .get(web.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        reason.starts_with("not ready: Redis at 127.0.0.1:"),
+        "{reason}"
+    );
+
+    redis.restart();
+    assert_eq!(
+        (status("/readyz").await, status("/healthz").await),
+        (200, 200)
+    );
+}
+
+#[tokio::test]
+async fn password_comes_from_a_file_and_a_wrong_one_is_reported() {
+    let redis = Redis::start_with_password("correct horse");
+    let dir = std::env::temp_dir().join(format!("web-fe-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good");
+    let bad = dir.join("bad");
+    std::fs::write(&good, "correct horse\n").unwrap();
+    std::fs::write(&bad, "battery staple\n").unwrap();
+
+    let web = WebFe::start(
+        &redis.url(),
+        &[("REDIS_PASSWORD_FILE", good.to_str().unwrap())],
+    );
+    let wrong = WebFe::start(
+        &redis.url(),
+        &[("REDIS_PASSWORD_FILE", bad.to_str().unwrap())],
+    );
+    let http = client();
+    assert_eq!(
+        http.get(web.url("/api")).send().await.unwrap().status(),
+        200
+    );
+    let refused = http.get(wrong.url("/api")).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let json: Value = refused.json().await.unwrap();
+    assert!(
+        !json.to_string().contains("battery"),
+        "the password must not leak: {json}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,180 @@
+//! What `/`, `/api`, the probes and `/metrics` answer.
+
+use serde_json::Value;
+
+use crate::support::{Redis, WebFe, client};
+
+#[tokio::test]
+async fn page_shows_count_hostname_version_and_replicas() {
+    let redis = Redis::start();
+    let web = WebFe::start(&redis.url(), &[("TASK_SLOT", "3"), ("NODE_NAME", "node-a")]);
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+    let http = client();
+
+    let first = http.get(web.url("/")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(first.headers()["cache-control"], "no-store");
+    let body = first.text().await.unwrap();
+    assert!(
+        body.contains(r#"<p class="count" id="count" aria-labelledby="count-label">1</p>"#),
+        "{body}"
+    );
+    assert!(body.contains(&format!(
+        r#"<span class="badge" id="hostname">{hostname}</span>"#
+    )));
+    assert!(body.contains(&format!("v{}", env!("CARGO_PKG_VERSION"))));
+    assert!(body.contains("task slot 3 · node node-a"));
+    assert!(body.contains(&format!(r#"data-hostname="{hostname}""#)));
+    // Everything the page needs comes with it: no scripts, styles or images from elsewhere.
+    assert!(
+        !body.contains("src=") && !body.contains("<script"),
+        "{body}"
+    );
+    assert!(!body.contains("href=\"http"), "{body}");
+
+    let second = http
+        .get(web.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(second.contains(r#"aria-labelledby="count-label">2</p>"#));
+    assert_eq!(redis.hits(), 2);
+}
+
+#[tokio::test]
+async fn api_returns_the_count_and_each_replica_share_as_json() {
+    let redis = Redis::start();
+    // A replica that served earlier and has since gone quiet for 90 s.
+    let long_ago = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 90_000)
+        .to_string();
+    redis.command(&["SET", "hits", "41"]).unwrap();
+    redis
+        .command(&["HSET", "replicas:served", "gone1", "3"])
+        .unwrap();
+    redis
+        .command(&[
+            "HSET",
+            "replicas:seen",
+            "gone1",
+            &format!("{long_ago}|2|n2"),
+        ])
+        .unwrap();
+    let web = WebFe::start(&redis.url(), &[]);
+
+    let response = client().get(web.url("/api")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let json: Value = response.json().await.unwrap();
+    // The count carries on from the existing `hits` key.
+    assert_eq!(json["count"], 42);
+    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+    let me = json["hostname"].as_str().unwrap();
+    let replicas = json["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2);
+    assert_eq!(replicas[0]["hostname"], me);
+    assert_eq!(replicas[0]["served"], 1);
+    assert_eq!(replicas[0]["current"], true);
+    assert_eq!(replicas[0]["stale"], false);
+    assert_eq!(replicas[1]["hostname"], "gone1");
+    assert_eq!(replicas[1]["slot"], "2");
+    assert_eq!(replicas[1]["stale"], true);
+    assert_eq!(replicas[1]["share"], 75.0);
+    assert!(replicas[1]["opacity"].as_f64().unwrap() < 1.0);
+}
+
+#[tokio::test]
+async fn probes_and_metrics_do_not_count() {
+    let redis = Redis::start();
+    let web = WebFe::start(&redis.url(), &[]);
+    let http = client();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = http.get(web.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let head = http.head(web.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "HEAD {path}");
+    }
+    assert_eq!(redis.hits(), 0);
+
+    http.get(web.url("/api")).send().await.unwrap();
+    http.get(web.url("/missing")).send().await.unwrap();
+    let metrics = http.get(web.url("/metrics")).send().await.unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("http_requests_total{route=\"/api\",status=\"200\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_requests_total{route=\"other\",status=\"404\"} 1\n"),
+        "{text}"
+    );
+    // GET and HEAD here, plus the harness's own probe while waiting for start-up.
+    assert!(
+        text.contains("http_requests_total{route=\"/healthz\",status=\"200\"} 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_request_duration_seconds_count"),
+        "{text}"
+    );
+    assert!(
+        text.contains("redis_errors_total{kind=\"timeout\"} 0\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn every_request_writes_one_log_line_naming_the_replica() {
+    let redis = Redis::start();
+    let web = WebFe::start(&redis.url(), &[("LOG_FORMAT", "json")]);
+    let http = client();
+    http.get(web.url("/api")).send().await.unwrap();
+    http.get(web.url("/nothing-here")).send().await.unwrap();
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+    crate::support::wait_until("two log lines", std::time::Duration::from_secs(5), || {
+        web.logs().matches("\"message\":\"request\"").count() >= 3
+    });
+    let lines: Vec<Value> = web
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "request" && l["path"] != "/healthz")
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", web.logs());
+    assert_eq!(lines[0]["replica"], hostname.as_str());
+    assert_eq!(lines[0]["method"], "GET");
+    assert_eq!(lines[0]["path"], "/api");
+    assert_eq!(lines[0]["status"], 200);
+    assert!(lines[0]["latency_us"].as_u64().is_some());
+    assert_eq!(lines[1]["status"], 404);
+}
+
+#[tokio::test]
+async fn connections_close_after_each_response_unless_keep_alive_is_on() {
+    let redis = Redis::start();
+    let default = WebFe::start(&redis.url(), &[]);
+    let response = client().get(default.url("/api")).send().await.unwrap();
+    assert_eq!(response.headers()["connection"], "close");
+
+    let kept = WebFe::start(&redis.url(), &[("KEEP_ALIVE", "5s")]);
+    let response = client().get(kept.url("/api")).send().await.unwrap();
+    assert!(
+        response
+            .headers()
+            .get("connection")
+            .is_none_or(|v| v != "close")
+    );
+}

@@ -1,0 +1,71 @@
+//! SIGTERM and SIGINT: in-flight requests finish, the drain delay keeps serving, exit 0.
+
+use std::time::Duration;
+
+use crate::support::{Redis, WebFe, client, get_status, signal};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    let redis = Redis::start();
+    let mut web = WebFe::start(&redis.url(), &[("REDIS_TIMEOUT", "5s")]);
+    let http = client();
+
+    // Hold Redis so requests stay in flight, then stop web-fe under them.
+    signal(redis.pid(), "STOP");
+    let in_flight: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(http.get(web.url("/api")).send()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(web.pid(), "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(web.is_running(), "must wait for in-flight requests");
+    signal(redis.pid(), "CONT");
+
+    for request in in_flight {
+        let response = request.await.unwrap().expect("in-flight request answered");
+        assert_eq!(response.status(), 200);
+    }
+    let status = web.wait_for_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", web.logs());
+    assert_eq!(redis.hits(), 10);
+    assert!(web.logs().contains("signal=\"SIGTERM\""), "{}", web.logs());
+}
+
+#[tokio::test]
+async fn drain_delay_keeps_serving_but_fails_readiness() {
+    let redis = Redis::start();
+    let mut web = WebFe::start(&redis.url(), &[("SHUTDOWN_DRAIN", "1s")]);
+    signal(web.pid(), "TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get_status(web.port, "/readyz"), Some(503));
+    assert_eq!(get_status(web.port, "/healthz"), Some(200));
+    assert_eq!(get_status(web.port, "/api"), Some(200));
+    assert_eq!(web.wait_for_exit(Duration::from_secs(5)).code(), Some(0));
+    assert_eq!(get_status(web.port, "/healthz"), None);
+}
+
+#[tokio::test]
+async fn sigint_exits_zero() {
+    let redis = Redis::start();
+    let mut web = WebFe::start(&redis.url(), &[]);
+    let _ = client().get(web.url("/api")).send().await.unwrap();
+    signal(web.pid(), "INT");
+    assert_eq!(web.wait_for_exit(Duration::from_secs(5)).code(), Some(0));
+}
+
+#[tokio::test]
+async fn healthcheck_command_reports_the_local_server() {
+    let redis = Redis::start();
+    let web = WebFe::start(&redis.url(), &[]);
+    let port = web.port.to_string();
+    let env = [("HOST", "127.0.0.1"), ("PORT", port.as_str())];
+    let (status, _) = crate::support::run_to_exit(&["healthcheck"], &env);
+    assert_eq!(status.code(), Some(0));
+    drop(web);
+    let (status, output) = crate::support::run_to_exit(&["healthcheck"], &env);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        output.contains("unhealthy: cannot connect to 127.0.0.1:"),
+        "{output}"
+    );
+}

@@ -1,0 +1,287 @@
+//! The harness: a real `redis-server` on a free loopback port and the real `web-fe`
+//! binary pointed at it. Both are stopped by PID when dropped, even if a test fails.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Long enough for a loaded 2-core CI machine; every wait polls and returns early.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Sends a signal by PID; the harness never stops processes by name.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill(1) is available");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real redis-server, private to one test.
+pub struct Redis {
+    pub port: u16,
+    password: Option<String>,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(Some(password.to_owned()))
+    }
+
+    fn start_with(password: Option<String>) -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            password,
+            child: None,
+        };
+        redis.launch();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis is running").id()
+    }
+
+    /// Stops the server; the port stays reserved for [`Redis::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port, empty (tests run it without persistence).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    fn launch(&mut self) {
+        let port = self.port.to_string();
+        let mut args = vec![
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ];
+        if let Some(password) = &self.password {
+            args.extend(["--requirepass", password]);
+        }
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}). The tests need a real Redis: \
+                     install it with `sudo apt-get install redis-server` (Debian/Ubuntu) \
+                     or `brew install redis` (macOS), then run the tests again."
+                )
+            });
+        self.child = Some(child);
+        wait_until("redis-server to answer", START_TIMEOUT, || {
+            self.command(&["PING"])
+                .is_some_and(|r| r.contains("PONG") || r.contains("NOAUTH"))
+        });
+    }
+
+    /// Runs one command over RESP and returns the raw reply, or None if Redis is down.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut request = Vec::new();
+        let auth = self.password.as_deref().map(|p| vec!["AUTH", p]);
+        for cmd in auth.iter().chain(std::iter::once(&args.to_vec())) {
+            request.extend(format!("*{}\r\n", cmd.len()).bytes());
+            for arg in cmd {
+                request.extend(format!("${}\r\n{arg}\r\n", arg.len()).bytes());
+            }
+        }
+        stream.write_all(&request).ok()?;
+        stream.shutdown(std::net::Shutdown::Write).ok()?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).ok()?;
+        Some(reply)
+    }
+
+    /// The `hits` counter as Redis holds it.
+    pub fn hits(&self) -> i64 {
+        let reply = self.command(&["GET", "hits"]).expect("redis answers");
+        // The last line of a bulk reply is the value; `$-1` means the key does not exist.
+        match reply.lines().last() {
+            Some("$-1") | None => 0,
+            Some(value) => value.parse().unwrap_or_else(|_| panic!("hits = {reply:?}")),
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The real web-fe binary, with its stdout collected line by line.
+pub struct WebFe {
+    pub port: u16,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl WebFe {
+    /// Starts web-fe against `redis_url` with `env` on top of test defaults, and waits
+    /// until `/healthz` answers.
+    pub fn start(redis_url: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut web = Self::spawn(port, redis_url, env);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while get_status(port, "/healthz").is_none() {
+            if let Ok(Some(status)) = web.child.try_wait() {
+                panic!("web-fe exited with {status} at start:\n{}", web.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "web-fe did not start:\n{}",
+                web.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        web
+    }
+
+    fn spawn(port: u16, redis_url: &str, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_web-fe"));
+        command
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("REDIS_URL", redis_url)
+            .env("WORKERS", "2")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("web-fe binary runs");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("piped")),
+        ] {
+            let logs = Arc::clone(&logs);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self { port, child, logs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits for the process to exit by itself and returns its status.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait on web-fe") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "web-fe still running after {timeout:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for WebFe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs web-fe with `env` and returns its exit status and output, for start-up failures.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_web-fe"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("web-fe binary runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status, text)
+}
+
+/// Status of a plain GET, or None if nothing answers.
+pub fn get_status(port: u16, path: &str) -> Option<u16> {
+    let reply = raw_request(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    reply.get(9..12)?.parse().ok()
+}
+
+/// Sends raw bytes and reads until the server closes or 2 s pass; None if it cannot connect.
+pub fn raw_request(port: u16, bytes: &[u8]) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    // A server may answer and close before reading everything; that is not a failure here.
+    let _ = stream.write_all(bytes);
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    Some(String::from_utf8_lossy(&reply).into_owned())
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client builds")
+}
