@@ -19,9 +19,6 @@ use crate::state::AppState;
 use crate::store::Store;
 use crate::telemetry::observe_request;
 
-/// Redis connections per worker; each is multiplexed, so a few carry many requests.
-const REDIS_CONNECTIONS_PER_WORKER: usize = 4;
-
 pub struct Application {
     server: Server,
     port: u16,
@@ -39,16 +36,16 @@ impl Application {
             settings.task_slot.clone(),
             settings.node_name.clone(),
         );
-        let store = Store::new(
-            settings.redis.clone(),
-            settings.redis_timeout,
-            settings.workers * REDIS_CONNECTIONS_PER_WORKER,
-        );
-        let state = Data::new(AppState::new(store, replica, settings.replica_stale));
+        let state = Data::new(AppState::new(replica, settings.replica_stale));
         let app_state = state.clone();
+        let (redis, redis_timeout) = (settings.redis.clone(), settings.redis_timeout);
         let server = HttpServer::new(move || {
+            // One store per worker: a multiplexed connection's driver runs on the thread that
+            // opened it, so sharing across workers would cost two thread wake-ups per call.
+            let store = Store::new(redis.clone(), redis_timeout);
             App::new()
                 .app_data(app_state.clone())
+                .app_data(Data::new(store))
                 .wrap(from_fn(observe_request))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
@@ -68,7 +65,7 @@ impl Application {
         tracing::info!(
             replica = %state.replica.hostname,
             address = %format!("{}:{port}", settings.host),
-            redis = %state.store.address(),
+            redis = %settings.redis.addr(),
             version = build_info::VERSION,
             keep_alive = ?settings.keep_alive,
             workers = settings.workers,

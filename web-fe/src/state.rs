@@ -1,15 +1,13 @@
-//! What every handler shares: the store, this replica's identity, metrics, and whether
-//! the process is shutting down.
+//! What all workers share: this replica's identity, metrics, and whether the process is
+//! shutting down. The Redis [`crate::store::Store`] is per worker and handed in apart.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::Metrics;
 use crate::replica::Replica;
-use crate::store::Store;
 
 pub struct AppState {
-    pub store: Store,
     pub replica: Replica,
     pub metrics: Metrics,
     /// A replica unseen for this long starts to fade on the page.
@@ -18,9 +16,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, replica: Replica, replica_stale: Duration) -> Self {
+    pub fn new(replica: Replica, replica_stale: Duration) -> Self {
         Self {
-            store,
             replica,
             metrics: Metrics::default(),
             replica_stale,

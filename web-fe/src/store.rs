@@ -1,12 +1,19 @@
 //! The counter in Redis: the `hits` key (the same key as the Flask original, so a count
 //! carries over) and two hashes with what each replica served and when it was last seen.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, AsyncConnectionConfig, ConnectionInfo};
-use deadpool_redis::{Manager, Pool};
+use deadpool_redis::redis::aio::MultiplexedConnection;
+use deadpool_redis::redis::{
+    self, AsyncConnectionConfig, ConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisError,
+};
+use deadpool_redis::{Manager, Pool, PoolError};
 use serde::Serialize;
 
 use crate::replica::Replica;
@@ -15,13 +22,18 @@ const HITS: &str = "hits";
 const SERVED: &str = "replicas:served";
 const SEEN: &str = "replicas:seen";
 
-/// Shared handle to Redis; cheap to clone, used by every worker.
-#[derive(Clone)]
+/// One worker's way to Redis. Its requests share one multiplexed connection, taken from a
+/// pool that checks it with a PING; a PING per request would halve the throughput.
 pub struct Store {
     pool: Pool,
     timeout: Duration,
     /// Shown in errors; never includes the password.
     address: String,
+    /// The connection this worker's requests share, until it fails or Redis closes it.
+    shared: RefCell<Option<MultiplexedConnection>>,
+    /// Set by a connection of this pool when its socket closes (Redis stopped or restarted),
+    /// so the next request takes a checked connection instead of failing on a dead one.
+    dropped: Arc<AtomicBool>,
 }
 
 /// What one page view returns: the new count and every replica's share of it.
@@ -63,21 +75,37 @@ impl fmt::Display for StoreError {
 
 impl Store {
     /// Builds the pool; connections open lazily, so start-up never waits for Redis.
-    pub fn new(info: ConnectionInfo, timeout: Duration, max_connections: usize) -> Self {
+    pub fn new(info: ConnectionInfo, timeout: Duration) -> Self {
         let address = info.addr().to_string();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&dropped);
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let manager =
-            Manager::new_with_config(info, config).expect("a ConnectionInfo always makes a client");
+            .set_response_timeout(Some(timeout))
+            .set_push_sender(move |push: PushInfo| {
+                if push.kind == PushKind::Disconnection {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                Ok::<(), Infallible>(())
+            });
+        // Disconnect notices come as RESP3 pushes (Redis 6 and newer).
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let manager = Manager::new_with_config(info.set_redis_settings(resp3), config)
+            .expect("a ConnectionInfo always makes a client");
+        // One connection: after an outage, one reconnect is tried at a time, not one per request.
         let pool = Pool::builder(manager)
-            .max_size(max_connections)
+            .max_size(1)
             .build()
             .expect("no runtime-dependent timeouts are set");
         Self {
             pool,
             timeout,
             address,
+            shared: RefCell::new(None),
+            dropped,
         }
     }
 
@@ -89,7 +117,7 @@ impl Store {
         forget_after: Duration,
     ) -> Result<Visit, StoreError> {
         self.bounded(async {
-            let mut conn = self.pool.get().await.map_err(|e| self.failed(e))?;
+            let mut conn = self.connection().await?;
             let (count, served, seen): (i64, HashMap<String, u64>, HashMap<String, String>) =
                 redis::pipe()
                     .atomic()
@@ -102,7 +130,7 @@ impl Store {
                     .hgetall(SEEN)
                     .query_async(&mut conn)
                     .await
-                    .map_err(|e| self.failed(e))?;
+                    .map_err(|e| self.failed(&e))?;
             let (replicas, forgotten) = merge_records(served, &seen, now_ms, forget_after);
             if !forgotten.is_empty() {
                 // Keeps the hashes small across many deploys; the total stays in `hits`.
@@ -111,7 +139,7 @@ impl Store {
                     .hdel(SEEN, &forgotten)
                     .exec_async(&mut conn)
                     .await
-                    .map_err(|e| self.failed(e))?;
+                    .map_err(|e| self.failed(&e))?;
             }
             Ok(Visit { count, replicas })
         })
@@ -121,18 +149,29 @@ impl Store {
     /// Checks that Redis answers, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async {
-            let mut conn = self.pool.get().await.map_err(|e| self.failed(e))?;
+            let mut conn = self.connection().await?;
             redis::cmd("PING")
                 .query_async::<String>(&mut conn)
                 .await
                 .map(drop)
-                .map_err(|e| self.failed(e))
+                .map_err(|e| self.failed(&e))
         })
         .await
     }
 
-    pub fn address(&self) -> &str {
-        &self.address
+    /// The shared connection, or a fresh one from the pool (checked with a PING) when there
+    /// is none yet or Redis closed the last one. Requests pipeline over it concurrently.
+    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+        if self.dropped.swap(false, Ordering::Relaxed) {
+            self.shared.take();
+        }
+        if let Some(conn) = self.shared.borrow().as_ref() {
+            return Ok(conn.clone());
+        }
+        let pooled = self.pool.get().await.map_err(|e| self.pool_failed(e))?;
+        let conn = MultiplexedConnection::clone(&pooled);
+        self.shared.replace(Some(conn.clone()));
+        Ok(conn)
     }
 
     /// Caps the whole exchange, pool wait and DNS included, at the configured timeout.
@@ -140,20 +179,41 @@ impl Store {
         &self,
         work: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, work)
+        let result = tokio::time::timeout(self.timeout, work)
             .await
             .unwrap_or_else(|_| {
                 Err(StoreError::Timeout {
                     address: self.address.clone(),
                     after: self.timeout,
                 })
-            })
+            });
+        // After any failure the next request takes a checked connection.
+        if result.is_err() {
+            self.shared.take();
+        }
+        result
     }
 
-    fn failed(&self, error: impl fmt::Display) -> StoreError {
+    fn failed(&self, error: &RedisError) -> StoreError {
+        if error.is_timeout() {
+            return StoreError::Timeout {
+                address: self.address.clone(),
+                after: self.timeout,
+            };
+        }
         StoreError::Failed {
             address: self.address.clone(),
             reason: error.to_string(),
+        }
+    }
+
+    fn pool_failed(&self, error: PoolError) -> StoreError {
+        match error {
+            PoolError::Backend(e) => self.failed(&e),
+            other => StoreError::Failed {
+                address: self.address.clone(),
+                reason: other.to_string(),
+            },
         }
     }
 }

@@ -9,7 +9,7 @@ use super::errors;
 use super::view::{ReplicaView, VisitView, placement};
 use crate::build_info;
 use crate::state::{AppState, unix_millis};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Auto-refresh bounds, in seconds: fast enough to watch, slow enough to read.
 const REFRESH_SECONDS: std::ops::RangeInclusive<u32> = 1..=60;
@@ -23,12 +23,12 @@ struct Page<'a> {
     refresh: Option<u32>,
 }
 
-pub async fn page(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
+pub async fn page(req: HttpRequest, state: Data<AppState>, store: Data<Store>) -> HttpResponse {
     let refresh = match refresh_option(req.query_string()) {
         Ok(refresh) => refresh,
         Err(problem) => return errors::html(&state, errors::Problem::bad_request(problem)),
     };
-    let view = match count_visit(&state).await {
+    let view = match count_visit(&state, &store).await {
         Ok(view) => view,
         Err(e) => return errors::html(&state, errors::Problem::redis_down(&state, &e)),
     };
@@ -46,8 +46,8 @@ pub async fn page(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
     }
 }
 
-pub async fn api(state: Data<AppState>) -> HttpResponse {
-    match count_visit(&state).await {
+pub async fn api(state: Data<AppState>, store: Data<Store>) -> HttpResponse {
+    match count_visit(&state, &store).await {
         Ok(view) => fresh(HttpResponse::Ok()).json(view),
         Err(e) => errors::json(&state, errors::Problem::redis_down(&state, &e)),
     }
@@ -55,10 +55,10 @@ pub async fn api(state: Data<AppState>) -> HttpResponse {
 
 /// Counts the view in Redis; a failure is logged and counted, and nothing is retried,
 /// because a retried INCR could count one view twice.
-async fn count_visit(state: &AppState) -> Result<VisitView, StoreError> {
+async fn count_visit(state: &AppState, store: &Store) -> Result<VisitView, StoreError> {
     let now = unix_millis();
     let forget = state.replica_forget();
-    match state.store.record_visit(&state.replica, now, forget).await {
+    match store.record_visit(&state.replica, now, forget).await {
         Ok(visit) => Ok(VisitView::new(state, visit, now)),
         Err(e) => {
             state.metrics.observe_redis_error(&e);

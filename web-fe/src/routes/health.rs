@@ -6,19 +6,20 @@ use actix_web::http::header::CACHE_CONTROL;
 use actix_web::web::Data;
 
 use crate::state::AppState;
+use crate::store::Store;
 
 pub async fn healthz() -> HttpResponse {
     text(HttpResponse::Ok(), "ok\n".into())
 }
 
-pub async fn readyz(state: Data<AppState>) -> HttpResponse {
+pub async fn readyz(state: Data<AppState>, store: Data<Store>) -> HttpResponse {
     if state.is_draining() {
         return text(
             HttpResponse::ServiceUnavailable(),
             "not ready: shutting down\n".into(),
         );
     }
-    match state.store.ping().await {
+    match store.ping().await {
         Ok(()) => text(HttpResponse::Ok(), "ready\n".into()),
         Err(e) => {
             state.metrics.observe_redis_error(&e);

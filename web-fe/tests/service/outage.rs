@@ -53,6 +53,31 @@ async fn stopped_redis_gives_503_then_recovers_without_restart() {
 }
 
 #[tokio::test]
+async fn first_request_after_a_quiet_redis_restart_succeeds() {
+    let mut redis = Redis::start();
+    let web = WebFe::start(&redis.url(), &[]);
+    let http = client();
+    for _ in 0..3 {
+        assert_eq!(
+            http.get(web.url("/api")).send().await.unwrap().status(),
+            200
+        );
+    }
+    // No request reaches web-fe while Redis is away: the dead connection must be noticed
+    // without a visitor paying for it with a 503.
+    redis.restart();
+    for expected in 1..=3 {
+        let response = http.get(web.url("/api")).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "request {expected} after the restart"
+        );
+        assert_eq!(response.json::<Value>().await.unwrap()["count"], expected);
+    }
+}
+
+#[tokio::test]
 async fn hung_redis_gives_503_within_the_configured_timeout() {
     let redis = Redis::start();
     let web = WebFe::start(&redis.url(), &[("REDIS_TIMEOUT", "300ms")]);

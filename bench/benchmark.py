@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Benchmark web-fe against redis-benchmark on this machine, and print the figures.
+
+Starts a private redis-server and the release web-fe on free loopback ports, then:
+  * time from process start to the first 200 from /healthz (ready to serve)
+  * idle RSS of web-fe
+  * redis-benchmark -t incr -c 50 (the ceiling: Redis alone, no HTTP)
+  * wrk at 50 connections on /api and /, with keep-alive on and off
+  * loaded (peak) RSS of web-fe
+Every run is bounded (--seconds per wrk run) and both servers are stopped by PID.
+Needs: cargo, redis-server, redis-benchmark, wrk (Debian: redis-server redis-tools wrk).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "target", "release", "web-fe")
+CONNECTIONS = 50
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need(*tools):
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        sys.exit(f"benchmark: missing {', '.join(missing)}; on Debian/Ubuntu: "
+                 "sudo apt-get install redis-server redis-tools wrk")
+
+
+def http_status(port, path):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            return int(s.recv(12)[9:12])
+    except (OSError, ValueError):
+        return None
+
+
+def rss_kib(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def start_redis(port, extra):
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""] + extra,
+        stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    sys.exit("benchmark: redis-server did not start")
+
+
+def start_web(port, redis_port, keep_alive):
+    env = {"PORT": str(port), "HOST": "127.0.0.1", "KEEP_ALIVE": keep_alive,
+           "REDIS_URL": f"redis://127.0.0.1:{redis_port}", "PATH": os.environ.get("PATH", "")}
+    started = time.perf_counter()
+    proc = subprocess.Popen([BINARY], env=env, stdout=subprocess.DEVNULL)
+    while http_status(port, "/healthz") != 200:
+        if proc.poll() is not None or time.perf_counter() - started > 10:
+            sys.exit("benchmark: web-fe did not start")
+        time.sleep(0.001)
+    return proc, (time.perf_counter() - started) * 1000
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def redis_benchmark(port, requests):
+    out = subprocess.run(
+        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "incr",
+         "-c", str(CONNECTIONS), "-n", str(requests), "--csv"],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    row = [line for line in out.splitlines() if line.startswith('"INCR"')][0]
+    fields = [f.strip('"') for f in row.split(",")]
+    return float(fields[1]), float(fields[6])  # rps, p99 ms
+
+
+def wrk(port, path, seconds, close):
+    cmd = ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{seconds}s", "--latency",
+           "--timeout", "5s"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale,
+            "non2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket_errors.group(1) if socket_errors else "none"}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--redis-requests", type=int, default=300_000)
+    parser.add_argument("--redis-args", default="",
+                        help="extra redis-server arguments, e.g. '--appendonly yes'")
+    parser.add_argument("--no-build", action="store_true")
+    args = parser.parse_args()
+    need("redis-server", "redis-benchmark", "wrk")
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "-p", "web-fe"], cwd=ROOT, check=True)
+
+    redis_port = free_port()
+    redis = start_redis(redis_port, args.redis_args.split())
+    results = []
+    try:
+        incr_rps, incr_p99 = redis_benchmark(redis_port, args.redis_requests)
+        for keep_alive in ("on", "off"):
+            port = free_port()
+            web, ready_ms = start_web(port, redis_port, keep_alive)
+            try:
+                time.sleep(0.5)
+                idle = rss_kib(web.pid)
+                for path in ("/api", "/"):
+                    r = wrk(port, path, args.seconds, close=(keep_alive == "off"))
+                    results.append((path, keep_alive, r))
+                loaded = rss_kib(web.pid, "VmHWM")
+            finally:
+                stop(web)
+            results.append(("memory", keep_alive, {"ready_ms": ready_ms, "idle_kib": idle,
+                                                    "loaded_kib": loaded}))
+    finally:
+        stop(redis)
+
+    cpu = os.cpu_count()
+    print(f"\nweb-fe benchmark: {cpu} cores, {CONNECTIONS} connections, "
+          f"{args.seconds}s per run, load tool, web-fe and Redis on one machine")
+    print(f"redis-benchmark -t incr -c {CONNECTIONS}: {incr_rps:,.0f} req/s, p99 {incr_p99:.2f} ms")
+    print(f"{'route':8} {'keep-alive':10} {'req/s':>10} {'p99 ms':>8} {'vs INCR':>8} {'errors':>8}")
+    for path, keep_alive, r in results:
+        if path == "memory":
+            continue
+        print(f"{path:8} {keep_alive:10} {r['rps']:>10,.0f} {r['p99_ms']:>8.2f} "
+              f"{r['rps'] / incr_rps:>8.2f} {r['non2xx']:>8}  socket errors: {r['socket_errors']}")
+    for path, keep_alive, r in results:
+        if path == "memory":
+            print(f"web-fe (keep-alive {keep_alive}): ready in {r['ready_ms']:.1f} ms, "
+                  f"idle RSS {r['idle_kib'] / 1024:.1f} MiB, "
+                  f"loaded RSS {r['loaded_kib'] / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
