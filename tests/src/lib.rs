@@ -2,6 +2,8 @@
 //! own Dockerfile, compose and stack files. Everything a test creates is registered with a
 //! [`Cleanup`] guard and removed when the test ends, passed or failed.
 
+pub mod fuzz;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -232,4 +234,290 @@ pub fn in_client_container(network: &str, script: &str) -> String {
         "-c",
         script,
     ])
+}
+
+/// What a load run saw: each request's outcome, by kind.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    /// Requests answered 200.
+    pub ok: u64,
+    /// Other answers and transport errors, by status code or error kind.
+    pub failures: std::collections::BTreeMap<String, u64>,
+    /// Time from the first failure to the first success after it, if anything failed.
+    pub recovery: Option<Duration>,
+}
+
+impl LoadReport {
+    pub fn sent(&self) -> u64 {
+        self.ok + self.failed()
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failures.values().sum()
+    }
+}
+
+/// Background clients sending GETs to 127.0.0.1:`port`, one new connection per request,
+/// until [`Load::finish`], `max_requests` in all or `max_time`, whichever comes first.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<Vec<(Instant, Result<u16, String>)>>>,
+}
+
+impl Load {
+    pub fn start(
+        port: u16,
+        path: &str,
+        clients: usize,
+        max_requests: u64,
+        max_time: Duration,
+    ) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let budget = Arc::new(AtomicU64::new(max_requests));
+        let deadline = Instant::now() + max_time;
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, budget, path) =
+                    (Arc::clone(&stop), Arc::clone(&budget), path.to_owned());
+                std::thread::spawn(move || {
+                    let mut outcomes = Vec::new();
+                    while !stop.load(Ordering::Relaxed)
+                        && Instant::now() < deadline
+                        && budget
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                n.checked_sub(1)
+                            })
+                            .is_ok()
+                    {
+                        outcomes.push((Instant::now(), request_status(port, &path)));
+                        // A gentle pace: continuous, but leaves the 2 cores to the servers.
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        Self { stop, clients }
+    }
+
+    pub fn finish(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut outcomes: Vec<(Instant, Result<u16, String>)> = self
+            .clients
+            .into_iter()
+            .flat_map(|c| c.join().expect("load client panicked"))
+            .collect();
+        outcomes.sort_by_key(|(at, _)| *at);
+        summarise(
+            outcomes
+                .iter()
+                .map(|(at, r)| (*at, r.as_ref().map(|s| *s).map_err(String::as_str))),
+        )
+    }
+}
+
+/// Counts outcomes and the recovery time, from results in time order.
+pub fn summarise<'a>(
+    outcomes: impl Iterator<Item = (Instant, Result<u16, &'a str>)>,
+) -> LoadReport {
+    let mut report = LoadReport::default();
+    let mut first_failure: Option<Instant> = None;
+    for (at, outcome) in outcomes {
+        match outcome {
+            Ok(200) => {
+                report.ok += 1;
+                if let (Some(failed_at), None) = (first_failure, report.recovery) {
+                    report.recovery = Some(at - failed_at);
+                }
+            }
+            other => {
+                first_failure.get_or_insert(at);
+                let kind = match other {
+                    Ok(status) => status.to_string(),
+                    Err(e) => e.to_owned(),
+                };
+                *report.failures.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    report
+}
+
+/// One GET on a new connection: the status, or the kind of transport failure.
+fn request_status(port: u16, path: &str) -> Result<u16, String> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {:?}", e.kind()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write: {:?}", e.kind()))?;
+    let mut head = [0u8; 12];
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| format!("read: {:?}", e.kind()))?;
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| "garbled".to_owned())
+}
+
+/// The `hits` key, read inside the Redis container with the password from its secret.
+pub fn redis_hits(redis_container: &str) -> u64 {
+    let value = docker_ok(&[
+        "exec",
+        redis_container,
+        "sh",
+        "-c",
+        "REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli get hits",
+    ]);
+    match value.as_str() {
+        "" => 0,
+        text => text
+            .parse()
+            .unwrap_or_else(|_| panic!("redis-cli get hits answered {text:?}")),
+    }
+}
+
+/// The host port the compose file publishes web-fe on (on 127.0.0.1).
+pub const PORT: u16 = 5000;
+
+/// One compose tool (v2 plugin or 1.29) bound to a throwaway project name.
+pub struct Compose {
+    program: &'static str,
+    prefix: &'static [&'static str],
+    pub project: String,
+    files: Vec<String>,
+}
+
+impl Compose {
+    /// Compose v2 (`docker compose`), on a project named after `tag`.
+    pub fn v2(tag: &str) -> Self {
+        Self::new("docker", &["compose"], tag)
+    }
+
+    /// docker-compose 1.29.
+    pub fn v1(tag: &str) -> Self {
+        Self::new("docker-compose", &[], tag)
+    }
+
+    fn new(program: &'static str, prefix: &'static [&'static str], tag: &str) -> Self {
+        let project = format!("counter-e2e-{tag}-{}", std::process::id());
+        Self {
+            program,
+            prefix,
+            project,
+            files: vec!["docker-compose.yml".into()],
+        }
+    }
+
+    /// Layers a compose file from tests/fixtures over docker-compose.yml.
+    pub fn with_override(mut self, fixture: &str) -> Self {
+        self.files.push(format!("tests/fixtures/{fixture}"));
+        self
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.program);
+        command
+            .current_dir(repo_root())
+            .args(self.prefix)
+            .args(self.files.iter().flat_map(|f| ["-f", f.as_str()]))
+            .args(["-p", &self.project])
+            .args(args)
+            .env("BUILDER_IMAGE", builder_image())
+            .env("REDIS_IMAGE", redis_image())
+            .env("WEB_FE_IMAGE", WEB_FE_IMAGE)
+            .env("PUBLISH_ADDR", "127.0.0.1")
+            .env("PUBLISH_PORT", PORT.to_string());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        checked(&mut self.command(args))
+    }
+
+    /// Removes containers, network and volume whatever state the test left them in.
+    pub fn cleanup(&self) -> Cleanup {
+        let mut cleanup = Cleanup::new();
+        let mut down = self.command(&["down", "-v", "--remove-orphans"]);
+        cleanup.run(move || {
+            let _ = down.output();
+        });
+        cleanup
+    }
+
+    pub fn container(&self, service: &str) -> String {
+        let id = self.run(&["ps", "-q", service]);
+        assert!(!id.is_empty(), "no {service} container in {}", self.project);
+        id
+    }
+
+    pub fn volume(&self) -> String {
+        format!("{}_redis-data", self.project.replace('.', ""))
+    }
+}
+
+/// Non-root, read-only root, no capabilities, no new privileges: on the running process.
+pub fn check_web_fe_hardening(container: &str) {
+    let inspect = |f: &str| docker_ok(&["inspect", "-f", f, container]);
+    assert_eq!(inspect("{{.Config.User}}"), "65532:65532");
+    assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    assert_eq!(inspect("{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
+    let pid = inspect("{{.State.Pid}}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for line in [
+        "NoNewPrivs:\t1",
+        "CapEff:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+    ] {
+        assert!(
+            status.lines().any(|l| l == line),
+            "{line:?} missing:\n{status}"
+        );
+    }
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t65532\t")),
+        "{status}"
+    );
+    let env = inspect("{{json .Config.Env}}");
+    assert!(
+        env.contains("REDIS_PASSWORD_FILE=/run/secrets/redis-password"),
+        "{env}"
+    );
+}
+
+/// Redis answers nobody without the password, and the password is in no environment
+/// or command line.
+pub fn check_redis_locked(redis: &str, web: &str) {
+    let anonymous = docker_ok(&["exec", redis, "redis-cli", "ping"]);
+    assert!(
+        anonymous.contains("NOAUTH"),
+        "Redis answered without a password: {anonymous}"
+    );
+    let password = std::fs::read_to_string(repo_root().join("secrets/redis-password")).unwrap();
+    let password = password.trim();
+    for container in [redis, web] {
+        let env = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{json .Config.Env}} {{json .Config.Cmd}}",
+            container,
+        ]);
+        assert!(
+            !env.contains(password),
+            "password visible in {container}'s config"
+        );
+    }
+    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", redis]);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(password),
+        "password in redis argv"
+    );
 }

@@ -2,80 +2,12 @@
 //! names its container; the count survives down/up; `down -v` removes the volume.
 //! Run with Compose v2 and with docker-compose 1.29.
 
-use std::process::Command;
 use std::time::Duration;
 
 use e2e::{
-    Cleanup, WEB_FE_IMAGE, build_web_fe_image, builder_image, checked, docker, docker_ok,
-    exclusive, http_get, page_count_and_host, redis_image, repo_root, wait_for,
+    Compose, PORT, build_web_fe_image, docker, docker_ok, exclusive, http_get, page_count_and_host,
+    wait_for,
 };
-
-const PORT: u16 = 5000;
-
-/// One compose tool (v2 plugin or 1.29) bound to a throwaway project name.
-struct Compose {
-    program: &'static str,
-    prefix: &'static [&'static str],
-    project: String,
-}
-
-impl Compose {
-    fn v2() -> Self {
-        Self::new("docker", &["compose"], "v2")
-    }
-
-    fn v1() -> Self {
-        Self::new("docker-compose", &[], "v1")
-    }
-
-    fn new(program: &'static str, prefix: &'static [&'static str], tag: &str) -> Self {
-        let project = format!("counter-e2e-{tag}-{}", std::process::id());
-        Self {
-            program,
-            prefix,
-            project,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(self.program);
-        command
-            .current_dir(repo_root())
-            .args(self.prefix)
-            .args(["-p", &self.project])
-            .args(args)
-            .env("BUILDER_IMAGE", builder_image())
-            .env("REDIS_IMAGE", redis_image())
-            .env("WEB_FE_IMAGE", WEB_FE_IMAGE)
-            .env("PUBLISH_ADDR", "127.0.0.1")
-            .env("PUBLISH_PORT", PORT.to_string());
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        checked(&mut self.command(args))
-    }
-
-    /// Removes containers, network and volume whatever state the test left them in.
-    fn cleanup(&self) -> Cleanup {
-        let mut cleanup = Cleanup::new();
-        let mut down = self.command(&["down", "-v", "--remove-orphans"]);
-        cleanup.run(move || {
-            let _ = down.output();
-        });
-        cleanup
-    }
-
-    fn container(&self, service: &str) -> String {
-        let id = self.run(&["ps", "-q", service]);
-        assert!(!id.is_empty(), "no {service} container in {}", self.project);
-        id
-    }
-
-    fn volume(&self) -> String {
-        format!("{}_redis-data", self.project.replace('.', ""))
-    }
-}
 
 /// Waits until the page answers 200 and returns its count and hostname.
 fn page() -> (u64, String) {
@@ -91,7 +23,7 @@ fn page() -> (u64, String) {
 fn compose_v2_walkthrough_keeps_the_count_across_down_and_up() {
     let _lock = exclusive();
     build_web_fe_image();
-    let compose = Compose::v2();
+    let compose = Compose::v2("walk");
     let _cleanup = compose.cleanup();
 
     compose.run(&["up", "-d"]);
@@ -135,7 +67,7 @@ fn compose_v2_walkthrough_keeps_the_count_across_down_and_up() {
 fn docker_compose_1_29_runs_the_same_file() {
     let _lock = exclusive();
     build_web_fe_image();
-    let compose = Compose::v1();
+    let compose = Compose::v1("walk");
     let _cleanup = compose.cleanup();
 
     compose.run(&["up", "-d"]);

@@ -20,6 +20,9 @@ pub struct Settings {
     pub port: u16,
     pub redis: ConnectionInfo,
     pub redis_timeout: Duration,
+    /// How long a view caught by a broken Redis connection keeps retrying, so that a Redis
+    /// restart neither loses nor double-counts it.
+    pub redis_restart_grace: Duration,
     /// `None` closes every connection after one response, so each browser refresh opens a
     /// new one and swarm's per-connection balancing can pick another replica.
     pub keep_alive: Option<Duration>,
@@ -77,6 +80,7 @@ impl Settings {
             port: var("PORT").port(8080)?,
             redis,
             redis_timeout: var("REDIS_TIMEOUT").positive_duration(Duration::from_millis(500))?,
+            redis_restart_grace: var("REDIS_RESTART_GRACE").duration(Duration::from_secs(3))?,
             keep_alive: var("KEEP_ALIVE").keep_alive()?,
             workers: var("WORKERS").count(default_workers())?,
             log_format: var("LOG_FORMAT").log_format()?,
@@ -233,6 +237,7 @@ mod tests {
         assert_eq!(s.host.to_string(), "0.0.0.0");
         assert_eq!(s.redis.addr().to_string(), "redis:6379");
         assert_eq!(s.redis_timeout, Duration::from_millis(500));
+        assert_eq!(s.redis_restart_grace, Duration::from_secs(3));
         assert_eq!(s.keep_alive, None);
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(5));

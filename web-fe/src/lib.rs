@@ -4,6 +4,7 @@ pub mod build_info;
 pub mod configuration;
 pub mod healthcheck;
 pub mod metrics;
+pub mod privileges;
 pub mod replica;
 pub mod routes;
 pub mod startup;

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use web_fe::configuration::Settings;
 use web_fe::startup::Application;
-use web_fe::{build_info, healthcheck, telemetry};
+use web_fe::{build_info, healthcheck, privileges, telemetry};
 
 const USAGE: &str = "usage: web-fe [healthcheck | --version | --help]
 
@@ -43,6 +43,9 @@ fn serve() -> ExitCode {
             return ExitCode::from(BAD_CONFIG);
         }
     };
+    if let Err(e) = privileges::forbid_new_privileges() {
+        tracing::warn!(error = %e, "could not set no_new_privs");
+    }
     let result = actix_web::rt::System::new().block_on(async {
         Application::build(&settings)
             .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.host, settings.port))?

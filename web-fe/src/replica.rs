@@ -38,6 +38,9 @@ pub struct Colour {
     pub hue: u16,
 }
 
+/// WCAG AA for normal text: white on the colour must reach 4.5:1.
+const MIN_CONTRAST_WITH_WHITE: f64 = 4.5;
+
 impl Colour {
     pub fn for_name(name: &str) -> Self {
         // FNV-1a: stable across builds and platforms, unlike std's randomised hasher.
@@ -49,9 +52,15 @@ impl Colour {
         Self { hue: hue as u16 }
     }
 
-    /// A CSS colour with enough contrast for white text in both light and dark themes.
+    /// `#rrggbb` for the hue, as light as it can be while white text on it stays readable
+    /// (yellows and greens need to be darker than blues).
     pub fn css(self) -> String {
-        format!("hsl({} 70% 36%)", self.hue)
+        let (r, g, b) = (0..=50)
+            .rev()
+            .map(|lightness| hsl_to_rgb(self.hue, 0.7, f64::from(lightness) / 100.0))
+            .find(|&rgb| contrast_with_white(rgb) >= MIN_CONTRAST_WITH_WHITE)
+            .unwrap_or((0, 0, 0));
+        format!("#{r:02x}{g:02x}{b:02x}")
     }
 }
 
@@ -59,6 +68,37 @@ impl From<Colour> for String {
     fn from(c: Colour) -> Self {
         c.css()
     }
+}
+
+fn hsl_to_rgb(hue: u16, saturation: f64, lightness: f64) -> (u8, u8, u8) {
+    let chroma = (1.0 - (2.0 * lightness - 1.0).abs()) * saturation;
+    let sector = f64::from(hue) / 60.0;
+    let x = chroma * (1.0 - (sector % 2.0 - 1.0).abs());
+    let (r, g, b) = match sector as u8 {
+        0 => (chroma, x, 0.0),
+        1 => (x, chroma, 0.0),
+        2 => (0.0, chroma, x),
+        3 => (0.0, x, chroma),
+        4 => (x, 0.0, chroma),
+        _ => (chroma, 0.0, x),
+    };
+    let m = lightness - chroma / 2.0;
+    let byte = |v: f64| ((v + m) * 255.0).round().clamp(0.0, 255.0) as u8;
+    (byte(r), byte(g), byte(b))
+}
+
+/// WCAG 2 contrast ratio between white and an sRGB colour.
+fn contrast_with_white((r, g, b): (u8, u8, u8)) -> f64 {
+    let linear = |c: u8| {
+        let c = f64::from(c) / 255.0;
+        if c <= 0.039_28 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let luminance = 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+    1.05 / (luminance + 0.05)
 }
 
 #[cfg(test)]
@@ -91,8 +131,26 @@ mod tests {
     }
 
     #[test]
-    fn css_is_an_hsl_colour() {
-        let css = Colour { hue: 200 }.css();
-        assert_eq!(css, "hsl(200 70% 36%)");
+    fn white_text_is_readable_on_every_hue() {
+        for hue in 0..360 {
+            let css = Colour { hue }.css();
+            let channel = |i: usize| u8::from_str_radix(&css[i..i + 2], 16).unwrap();
+            let rgb = (channel(1), channel(3), channel(5));
+            let ratio = contrast_with_white(rgb);
+            assert!(ratio >= 4.5, "hue {hue}: {css} gives {ratio:.2}:1");
+            // Not simply black: the hue must still show.
+            assert!(
+                rgb.0.max(rgb.1).max(rgb.2) >= 90,
+                "hue {hue}: {css} is too dark"
+            );
+        }
+    }
+
+    #[test]
+    fn known_colours_convert_exactly() {
+        assert_eq!(hsl_to_rgb(0, 1.0, 0.5), (255, 0, 0));
+        assert_eq!(hsl_to_rgb(120, 1.0, 0.25), (0, 128, 0));
+        assert_eq!(hsl_to_rgb(240, 1.0, 0.5), (0, 0, 255));
+        assert!((contrast_with_white((0, 0, 0)) - 21.0).abs() < 0.01);
     }
 }

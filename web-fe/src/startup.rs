@@ -38,11 +38,11 @@ impl Application {
         );
         let state = Data::new(AppState::new(replica, settings.replica_stale));
         let app_state = state.clone();
-        let (redis, redis_timeout) = (settings.redis.clone(), settings.redis_timeout);
+        let (store_settings, hostname) = (settings.clone(), state.replica.hostname.clone());
         let server = HttpServer::new(move || {
             // One store per worker: a multiplexed connection's driver runs on the thread that
             // opened it, so sharing across workers would cost two thread wake-ups per call.
-            let store = Store::new(redis.clone(), redis_timeout);
+            let store = Store::new(&store_settings, &hostname);
             App::new()
                 .app_data(app_state.clone())
                 .app_data(Data::new(store))

@@ -6,27 +6,53 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{
-    self, AsyncConnectionConfig, ConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisError,
+    self, AsyncConnectionConfig, ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisError,
+    ServerErrorKind,
 };
 use deadpool_redis::{Manager, Pool, PoolError};
 use serde::Serialize;
 
+use crate::configuration::Settings;
 use crate::replica::Replica;
 
 const HITS: &str = "hits";
 const SERVED: &str = "replicas:served";
 const SEEN: &str = "replicas:seen";
 
+/// Counts a view once per visit key, atomically, and reads back the totals. A retry of the
+/// same visit (after a connection broke with the outcome unknown) finds the key and gets
+/// the first call's count instead of counting again.
+const VISIT_SCRIPT: &str = r"
+local count = redis.call('GET', KEYS[4])
+if count then
+  count = tonumber(count)
+else
+  count = redis.call('INCR', KEYS[1])
+  redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+  redis.call('SET', KEYS[4], count, 'PX', ARGV[3])
+end
+return {count, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+";
+
+/// Pause between attempts while Redis restarts (a graceful restart takes ~100 ms).
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// Numbers visits within this process; with the hostname and start time it names each one.
+static VISITS: AtomicU64 = AtomicU64::new(0);
+
 /// One worker's way to Redis. Its requests share one multiplexed connection, taken from a
 /// pool that checks it with a PING; a PING per request would halve the throughput.
 pub struct Store {
     pool: Pool,
     timeout: Duration,
+    /// How long a visit that may already be counted keeps retrying (see `record_visit`).
+    restart_grace: Duration,
     /// Shown in errors; never includes the password.
     address: String,
     /// The connection this worker's requests share, until it fails or Redis closes it.
@@ -34,6 +60,9 @@ pub struct Store {
     /// Set by a connection of this pool when its socket closes (Redis stopped or restarted),
     /// so the next request takes a checked connection instead of failing on a dead one.
     dropped: Arc<AtomicBool>,
+    visit: redis::Script,
+    /// `visit:<hostname>:<start time>:`, to which each visit adds its number.
+    visit_prefix: String,
 }
 
 /// What one page view returns: the new count and every replica's share of it.
@@ -75,12 +104,16 @@ impl fmt::Display for StoreError {
 
 impl Store {
     /// Builds the pool; connections open lazily, so start-up never waits for Redis.
-    pub fn new(info: ConnectionInfo, timeout: Duration) -> Self {
+    pub fn new(settings: &Settings, hostname: &str) -> Self {
+        let (info, timeout) = (settings.redis.clone(), settings.redis_timeout);
         let address = info.addr().to_string();
         let dropped = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&dropped);
+        // A restarting Redis container drops packets for a while; short connect attempts
+        // leave room to retry within the budget.
+        let connect_timeout = (timeout / 4).max(Duration::from_millis(50)).min(timeout);
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
+            .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(timeout))
             .set_push_sender(move |push: PushInfo| {
                 if push.kind == PushKind::Disconnection {
@@ -100,56 +133,103 @@ impl Store {
             .max_size(1)
             .build()
             .expect("no runtime-dependent timeouts are set");
+        let started = crate::state::unix_millis();
         Self {
             pool,
             timeout,
+            restart_grace: settings.redis_restart_grace,
             address,
             shared: RefCell::new(None),
             dropped,
+            visit: redis::Script::new(VISIT_SCRIPT),
+            visit_prefix: format!("visit:{hostname}:{started}:{}:", std::process::id()),
         }
     }
 
-    /// Counts one page view for `replica` and reads back the totals, in one atomic round trip.
+    /// Counts one page view for `replica` exactly once and reads back the totals.
+    ///
+    /// Failed attempts are tried again on a new connection with the same visit key, which
+    /// makes that safe, until the timeout. When a connection broke after the call was sent
+    /// (Redis restarting), the view may already be counted: that visit keeps trying for the
+    /// restart grace, so a restart neither loses a counted view nor answers 503 for one.
     pub async fn record_visit(
         &self,
         replica: &Replica,
         now_ms: u64,
         forget_after: Duration,
     ) -> Result<Visit, StoreError> {
-        self.bounded(async {
-            let mut conn = self.connection().await?;
-            let (count, served, seen): (i64, HashMap<String, u64>, HashMap<String, String>) =
-                redis::pipe()
-                    .atomic()
-                    .incr(HITS, 1)
-                    .hincr(SERVED, &replica.hostname, 1)
-                    .ignore()
-                    .hset(SEEN, &replica.hostname, seen_value(replica, now_ms))
-                    .ignore()
-                    .hgetall(SERVED)
-                    .hgetall(SEEN)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.failed(&e))?;
-            let (replicas, forgotten) = merge_records(served, &seen, now_ms, forget_after);
-            if !forgotten.is_empty() {
-                // Keeps the hashes small across many deploys; the total stays in `hits`.
-                redis::pipe()
-                    .hdel(SERVED, &forgotten)
-                    .hdel(SEEN, &forgotten)
-                    .exec_async(&mut conn)
-                    .await
-                    .map_err(|e| self.failed(&e))?;
+        let key = format!(
+            "{}{}",
+            self.visit_prefix,
+            VISITS.fetch_add(1, Ordering::Relaxed)
+        );
+        let started = tokio::time::Instant::now();
+        let mut deadline = started + self.timeout;
+        loop {
+            let attempt = self.visit_once(&key, replica, now_ms, forget_after);
+            let failure = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(visit)) => return Ok(visit),
+                Ok(Err(failure)) => failure,
+                Err(_) => {
+                    self.shared.take();
+                    return Err(self.timed_out());
+                }
+            };
+            self.shared.take();
+            if failure.maybe_counted {
+                deadline = deadline.max(started + self.restart_grace);
             }
-            Ok(Visit { count, replicas })
-        })
-        .await
+            if !failure.retry || tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(failure.error);
+            }
+            tracing::debug!(error = %failure.error, "retrying the visit on a new connection");
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    async fn visit_once(
+        &self,
+        key: &str,
+        replica: &Replica,
+        now_ms: u64,
+        forget_after: Duration,
+    ) -> Result<Visit, Attempt> {
+        let mut conn = self.connection().await?;
+        // The key must outlive every retry of its visit.
+        let key_ttl_ms = (self.timeout + self.restart_grace).as_millis() + 1000;
+        let (count, served, seen): (i64, HashMap<String, u64>, HashMap<String, String>) = self
+            .visit
+            .key(HITS)
+            .key(SERVED)
+            .key(SEEN)
+            .key(key)
+            .arg(&replica.hostname)
+            .arg(seen_value(replica, now_ms))
+            .arg(key_ttl_ms.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Attempt {
+                // Sent, then the connection broke: Redis may have run it.
+                maybe_counted: e.is_connection_dropped(),
+                ..self.attempt_failed(&e)
+            })?;
+        let (replicas, forgotten) = merge_records(served, &seen, now_ms, forget_after);
+        if !forgotten.is_empty() {
+            // Keeps the hashes small across many deploys; the total stays in `hits`.
+            redis::pipe()
+                .hdel(SERVED, &forgotten)
+                .hdel(SEEN, &forgotten)
+                .exec_async(&mut conn)
+                .await
+                .map_err(|e| self.attempt_failed(&e))?;
+        }
+        Ok(Visit { count, replicas })
     }
 
     /// Checks that Redis answers, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async {
-            let mut conn = self.connection().await?;
+            let mut conn = self.connection().await.map_err(|a| a.error)?;
             redis::cmd("PING")
                 .query_async::<String>(&mut conn)
                 .await
@@ -161,7 +241,7 @@ impl Store {
 
     /// The shared connection, or a fresh one from the pool (checked with a PING) when there
     /// is none yet or Redis closed the last one. Requests pipeline over it concurrently.
-    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+    async fn connection(&self) -> Result<MultiplexedConnection, Attempt> {
         if self.dropped.swap(false, Ordering::Relaxed) {
             self.shared.take();
         }
@@ -181,12 +261,7 @@ impl Store {
     ) -> Result<T, StoreError> {
         let result = tokio::time::timeout(self.timeout, work)
             .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Timeout {
-                    address: self.address.clone(),
-                    after: self.timeout,
-                })
-            });
+            .unwrap_or_else(|_| Err(self.timed_out()));
         // After any failure the next request takes a checked connection.
         if result.is_err() {
             self.shared.take();
@@ -194,12 +269,16 @@ impl Store {
         result
     }
 
+    fn timed_out(&self) -> StoreError {
+        StoreError::Timeout {
+            address: self.address.clone(),
+            after: self.timeout,
+        }
+    }
+
     fn failed(&self, error: &RedisError) -> StoreError {
         if error.is_timeout() {
-            return StoreError::Timeout {
-                address: self.address.clone(),
-                after: self.timeout,
-            };
+            return self.timed_out();
         }
         StoreError::Failed {
             address: self.address.clone(),
@@ -207,15 +286,40 @@ impl Store {
         }
     }
 
-    fn pool_failed(&self, error: PoolError) -> StoreError {
+    fn attempt_failed(&self, error: &RedisError) -> Attempt {
+        Attempt {
+            error: self.failed(error),
+            retry: passes(error),
+            maybe_counted: false,
+        }
+    }
+
+    fn pool_failed(&self, error: PoolError) -> Attempt {
         match error {
-            PoolError::Backend(e) => self.failed(&e),
-            other => StoreError::Failed {
-                address: self.address.clone(),
-                reason: other.to_string(),
+            PoolError::Backend(e) => self.attempt_failed(&e),
+            other => Attempt {
+                error: StoreError::Failed {
+                    address: self.address.clone(),
+                    reason: other.to_string(),
+                },
+                retry: false,
+                maybe_counted: false,
             },
         }
     }
+}
+
+/// One try's failure: whether another try of the same visit may succeed, and whether this
+/// one may have counted the view before failing.
+struct Attempt {
+    error: StoreError,
+    retry: bool,
+    maybe_counted: bool,
+}
+
+/// Connection trouble and a Redis still loading its data pass; a wrong password does not.
+fn passes(error: &RedisError) -> bool {
+    error.is_io_error() || error.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading)
 }
 
 /// `<unix ms>|<slot>|<node>`: one field per replica keeps each visit to a single HSET.

@@ -69,3 +69,12 @@ async fn healthcheck_command_reports_the_local_server() {
         "{output}"
     );
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_process_cannot_gain_privileges() {
+    let redis = Redis::start();
+    let web = WebFe::start(&redis.url(), &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", web.pid())).unwrap();
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+}

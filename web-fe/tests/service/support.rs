@@ -38,6 +38,8 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
 pub struct Redis {
     pub port: u16,
     password: Option<String>,
+    /// With an append-only file in this folder, data survives restarts.
+    data_dir: Option<std::path::PathBuf>,
     child: Option<Child>,
 }
 
@@ -50,10 +52,26 @@ impl Redis {
         Self::start_with(Some(password.to_owned()))
     }
 
+    /// A Redis that keeps its data across [`Redis::restart`], in an append-only file.
+    pub fn start_persistent() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("web-fe-redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut redis = Self {
+            port,
+            password: None,
+            data_dir: Some(dir),
+            child: None,
+        };
+        redis.launch();
+        redis
+    }
+
     fn start_with(password: Option<String>) -> Self {
         let mut redis = Self {
             port: free_port(),
             password,
+            data_dir: None,
             child: None,
         };
         redis.launch();
@@ -76,14 +94,27 @@ impl Redis {
         }
     }
 
-    /// Starts again on the same port, empty (tests run it without persistence).
+    /// Starts again on the same port: empty, or with its data if persistent.
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
     }
 
+    /// Stops with SIGTERM, as `docker restart` does: Redis finishes and saves, then exits.
+    pub fn stop_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+
     fn launch(&mut self) {
         let port = self.port.to_string();
+        let dir = self
+            .data_dir
+            .as_ref()
+            .map(|d| d.to_string_lossy().into_owned());
+        let appendonly = if dir.is_some() { "yes" } else { "no" };
         let mut args = vec![
             "--port",
             &port,
@@ -92,8 +123,11 @@ impl Redis {
             "--save",
             "",
             "--appendonly",
-            "no",
+            appendonly,
         ];
+        if let Some(dir) = &dir {
+            args.extend(["--dir", dir]);
+        }
         if let Some(password) = &self.password {
             args.extend(["--requirepass", password]);
         }
@@ -148,6 +182,9 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

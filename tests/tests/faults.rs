@@ -1,0 +1,367 @@
+//! Faults on the Compose deployment: Redis restarted and killed under load, a Redis
+//! outage, web-fe stopped with requests in flight, the hardening of both containers, and a
+//! bounded fuzz run. Each test prints a `RELIABILITY |` row for RELIABILITY.md.
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use e2e::{
+    Cleanup, Compose, Load, LoadReport, PORT, WEB_FE_IMAGE, build_web_fe_image, check_redis_locked,
+    check_web_fe_hardening, checked, docker, docker_ok, exclusive, http_get, redis_hits, repo_root,
+    wait_for,
+};
+
+/// Load for each fault: 4 clients, bounded by count and time.
+const CLIENTS: usize = 4;
+const MAX_REQUESTS: u64 = 40_000;
+const MAX_LOAD_TIME: Duration = Duration::from_secs(60);
+
+fn up(compose: &Compose) -> (String, String) {
+    compose.run(&["up", "-d"]);
+    wait_for("web-fe on 127.0.0.1:5000", Duration::from_secs(60), || {
+        http_get(PORT, "/readyz").filter(|(status, _)| *status == 200)
+    });
+    (compose.container("web-fe"), compose.container("redis"))
+}
+
+fn report_row(fault: &str, injection: &str, report: &LoadReport, lost: i64) {
+    let recovery = report.recovery.map_or("no failure".to_owned(), |d| {
+        format!("{:.2} s", d.as_secs_f64())
+    });
+    println!(
+        "RELIABILITY | {fault} | {injection} | {} | {} {:?} | {lost} | {recovery}",
+        report.sent(),
+        report.failed(),
+        report.failures
+    );
+}
+
+/// Runs load, injects `fault` after a moment, waits for readiness to return, stops the
+/// load; returns the report and how far `hits` moved.
+fn under_load(redis: &str, fault: impl FnOnce()) -> (LoadReport, u64) {
+    let before = redis_hits(redis);
+    let load = Load::start(PORT, "/api", CLIENTS, MAX_REQUESTS, MAX_LOAD_TIME);
+    thread::sleep(Duration::from_millis(1500));
+    fault();
+    wait_for("web-fe ready again", Duration::from_secs(30), || {
+        http_get(PORT, "/readyz").filter(|(status, _)| *status == 200)
+    });
+    thread::sleep(Duration::from_millis(1500));
+    let report = load.finish();
+    let after = wait_for("Redis answering", Duration::from_secs(10), || {
+        docker(&["exec", redis, "true"])
+            .status
+            .success()
+            .then(|| redis_hits(redis))
+    });
+    (report, after - before)
+}
+
+/// SIGKILL to redis-server by its host PID, then waits for the restart policy to bring
+/// the container back.
+fn kill_redis_process(redis: &str) {
+    let restarts = docker_ok(&["inspect", "-f", "{{.RestartCount}}", redis]);
+    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", redis]);
+    checked(Command::new("kill").args(["-KILL", &pid]));
+    wait_for(
+        "Redis to be restarted by its policy",
+        Duration::from_secs(30),
+        || {
+            let state = docker_ok(&[
+                "inspect",
+                "-f",
+                "{{.RestartCount}} {{.State.Running}}",
+                redis,
+            ]);
+            (state != format!("{restarts} true") && state.ends_with("true")).then_some(())
+        },
+    );
+}
+
+#[test]
+fn redis_restarts_and_kills_lose_no_acknowledged_increment() {
+    let _lock = exclusive();
+    build_web_fe_image();
+    let compose = Compose::v2("faults");
+    let _cleanup = compose.cleanup();
+    let (_, redis) = up(&compose);
+
+    let (report, counted) = under_load(&redis, || {
+        docker_ok(&["restart", &redis]);
+    });
+    report_row(
+        "Redis restarted gracefully",
+        "`docker restart redis`",
+        &report,
+        report.ok as i64 - counted as i64,
+    );
+    assert!(report.ok > 0);
+    assert_eq!(
+        counted, report.ok,
+        "every 200 counted exactly once: {report:?}"
+    );
+
+    let (report, counted) = under_load(&redis, || {
+        compose.run(&["restart", "redis"]);
+    });
+    report_row(
+        "Redis restarted gracefully",
+        "`docker compose restart redis`",
+        &report,
+        report.ok as i64 - counted as i64,
+    );
+    assert_eq!(
+        counted, report.ok,
+        "every 200 counted exactly once: {report:?}"
+    );
+
+    // SIGKILL: no clean shutdown. The append-only file keeps every acknowledged write.
+    let (report, counted) = under_load(&redis, || kill_redis_process(&redis));
+    report_row(
+        "Redis killed (appendonly yes)",
+        "SIGKILL to redis-server",
+        &report,
+        report.ok as i64 - counted as i64,
+    );
+    assert!(
+        counted >= report.ok,
+        "acknowledged increments lost: {counted} < {}",
+        report.ok
+    );
+    assert!(
+        counted - report.ok <= report.failed(),
+        "only failed requests may add uncounted increments"
+    );
+}
+
+#[test]
+fn sigkill_with_default_redis_persistence_is_measured() {
+    let _lock = exclusive();
+    build_web_fe_image();
+    // Redis's own defaults: RDB snapshots only, no append-only file.
+    let compose = Compose::v2("rdb").with_override("redis-default-persistence.yml");
+    let _cleanup = compose.cleanup();
+    let (_, redis) = up(&compose);
+    let (report, counted) = under_load(&redis, || kill_redis_process(&redis));
+    let lost = report.ok as i64 - counted as i64;
+    report_row(
+        "Redis killed (default RDB only)",
+        "SIGKILL to redis-server",
+        &report,
+        lost,
+    );
+    println!(
+        "default persistence lost {lost} of {} acknowledged increments",
+        report.ok
+    );
+    assert!(
+        report.ok > 0,
+        "the load must have been served before the kill"
+    );
+}
+
+#[test]
+fn redis_outage_gives_fast_503_while_web_fe_stays_healthy() {
+    let _lock = exclusive();
+    build_web_fe_image();
+    let compose = Compose::v2("outage");
+    let _cleanup = compose.cleanup();
+    let (web, _) = up(&compose);
+    let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &web]);
+
+    compose.run(&["stop", "redis"]);
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let (status, body) = http_get(PORT, "/api").expect("web-fe answers");
+        let took = asked.elapsed();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("could not reach Redis"), "{body}");
+        assert!(took < Duration::from_secs(1), "503 took {took:?}");
+    }
+    assert_eq!(http_get(PORT, "/readyz").map(|r| r.0), Some(503));
+    assert_eq!(http_get(PORT, "/healthz").map(|r| r.0), Some(200));
+    // Three health-check intervals: liveness must hold, or Docker would restart web-fe
+    // (and swarm would replace every replica) for a fault that is not theirs.
+    thread::sleep(Duration::from_secs(16));
+    let health = docker_ok(&["inspect", "-f", "{{.State.Health.Status}}", &web]);
+    assert_eq!(health, "healthy");
+
+    compose.run(&["start", "redis"]);
+    let back = Instant::now();
+    wait_for(
+        "the first 200 after Redis returns",
+        Duration::from_secs(30),
+        || http_get(PORT, "/api").filter(|(status, _)| *status == 200),
+    );
+    let recovery = back.elapsed();
+    println!(
+        "RELIABILITY | Redis down | `docker compose stop redis`, then `start` | 5 | 5 (503, each < 1 s) | 0 | {:.2} s after start",
+        recovery.as_secs_f64()
+    );
+    assert!(
+        recovery < Duration::from_secs(2),
+        "recovered after {recovery:?}"
+    );
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &web]),
+        started,
+        "web-fe was restarted"
+    );
+}
+
+#[test]
+fn sigterm_in_a_container_finishes_in_flight_requests() {
+    let _lock = exclusive();
+    build_web_fe_image();
+    let compose = Compose::v2("stop");
+    let _cleanup = compose.cleanup();
+    let (_, redis) = up(&compose);
+    let name = format!("{}-extra-web", compose.project);
+    let mut cleanup = Cleanup::new();
+    cleanup.docker(&["rm", "-f", &name]);
+    cleanup.docker(&["unpause", &redis]);
+    let secret = repo_root().join("secrets/redis-password");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        &format!("{}_counter-net", compose.project),
+        "-p",
+        "127.0.0.1:5058:8080",
+        "-v",
+        &format!("{}:/run/secrets/redis-password:ro", secret.display()),
+        "-e",
+        "REDIS_URL=redis://redis:6379",
+        "-e",
+        "REDIS_PASSWORD_FILE=/run/secrets/redis-password",
+        "-e",
+        "REDIS_TIMEOUT=8s",
+        "-e",
+        "SHUTDOWN_DRAIN=1s",
+        "-e",
+        "SHUTDOWN_TIMEOUT=8s",
+        WEB_FE_IMAGE,
+    ]);
+    wait_for("the extra web-fe", Duration::from_secs(30), || {
+        http_get(5058, "/readyz").filter(|(status, _)| *status == 200)
+    });
+
+    // Freeze Redis so requests stay in flight, then stop web-fe under them.
+    docker_ok(&["pause", &redis]);
+    let in_flight: Vec<_> = (0..10)
+        .map(|_| thread::spawn(|| http_get(5058, "/api")))
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let stopping = Instant::now();
+    let stop = thread::spawn({
+        let name = name.clone();
+        move || docker_ok(&["stop", "-t", "10", &name])
+    });
+    thread::sleep(Duration::from_millis(300));
+    // During the drain delay web-fe still takes new requests but is no longer ready.
+    assert_eq!(http_get(5058, "/readyz").map(|r| r.0), Some(503));
+    assert_eq!(http_get(5058, "/healthz").map(|r| r.0), Some(200));
+    docker_ok(&["unpause", &redis]);
+
+    let statuses: Vec<Option<u16>> = in_flight
+        .into_iter()
+        .map(|h| h.join().unwrap().map(|r| r.0))
+        .collect();
+    stop.join().unwrap();
+    let took = stopping.elapsed();
+    assert!(statuses.iter().all(|s| *s == Some(200)), "{statuses:?}");
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &name]),
+        "0"
+    );
+    println!(
+        "RELIABILITY | web-fe stopped with 10 requests in flight | `docker stop` (SIGTERM), drain 1 s | 10 | 0 | 0 | exit 0 after {:.1} s",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "stop took {took:?}, past the grace period"
+    );
+}
+
+#[test]
+fn compose_containers_are_hardened() {
+    let _lock = exclusive();
+    build_web_fe_image();
+    let compose = Compose::v2("hard");
+    let _cleanup = compose.cleanup();
+    let (web, redis) = up(&compose);
+    check_web_fe_hardening(&web);
+    let inspect = |f: &str| docker_ok(&["inspect", "-f", f, &web]);
+    assert_eq!(
+        inspect("{{json .HostConfig.SecurityOpt}}"),
+        r#"["no-new-privileges:true"]"#
+    );
+    assert_eq!(
+        inspect("{{.HostConfig.Memory}}"),
+        (64 * 1024 * 1024).to_string()
+    );
+    assert_eq!(inspect("{{.HostConfig.NanoCpus}}"), "1000000000");
+    assert_eq!(inspect("{{.HostConfig.PidsLimit}}"), "128");
+    check_redis_locked(&redis, &web);
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{json .HostConfig.PortBindings}}", &redis]),
+        "{}"
+    );
+}
+
+#[test]
+fn fuzzing_web_fe_keeps_it_serving_with_bounded_memory() {
+    let _lock = exclusive();
+    build_web_fe_image();
+    let compose = Compose::v2("fuzz");
+    let _cleanup = compose.cleanup();
+    let (web, _) = up(&compose);
+    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &web]);
+    let rss_before = rss_kib(&pid);
+    let outcome = e2e::fuzz::run(PORT, 0x00c0_ffee, 4_000, 400);
+    let rss_after = rss_kib(&pid);
+    println!("fuzz: {outcome}");
+    println!("fuzz: web-fe RSS {rss_before} KiB before, {rss_after} KiB after");
+    println!(
+        "RELIABILITY | Bad input | {} fuzzed requests, {} slow connections | {} | {} well-formed requests failed | 0 | RSS {} → {} KiB",
+        outcome.requests,
+        outcome.slow_connections,
+        outcome.requests + outcome.probes,
+        outcome.probe_failures,
+        rss_before,
+        rss_after
+    );
+    assert_eq!(
+        outcome.probe_failures, 0,
+        "well-formed requests failed during the fuzz run"
+    );
+    assert_eq!(
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Running}}",
+            &web
+        ]),
+        "0 true"
+    );
+    let logs = checked(Command::new("docker").args(["logs", &web]));
+    assert!(!logs.contains("panicked"), "web-fe panicked:\n{logs}");
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "memory grew from {rss_before} to {rss_after} KiB"
+    );
+}
+
+fn rss_kib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
