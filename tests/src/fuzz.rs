@@ -97,16 +97,14 @@ fn slow_connections(address: SocketAddr, count: u64, stop: &AtomicBool) {
         .filter_map(|_| TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok())
         .collect();
     let header = b"GET /api HTTP/1.1\r\nHost: slow\r\nX-Slow: ";
-    let mut sent = 0;
     // Bounded: at most 60 s of trickling even if never told to stop.
-    for _ in 0..600 {
+    for sent in 0..600 {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         for stream in open.iter_mut().skip(1).step_by(2) {
             let _ = stream.write_all(&[header[sent % header.len()]]);
         }
-        sent += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
     open.clear();

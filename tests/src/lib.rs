@@ -257,11 +257,14 @@ impl LoadReport {
     }
 }
 
+/// When a request finished, and its status or the kind of transport failure.
+type Outcome = (Instant, Result<u16, String>);
+
 /// Background clients sending GETs to 127.0.0.1:`port`, one new connection per request,
 /// until [`Load::finish`], `max_requests` in all or `max_time`, whichever comes first.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    clients: Vec<std::thread::JoinHandle<Vec<(Instant, Result<u16, String>)>>>,
+    clients: Vec<std::thread::JoinHandle<Vec<Outcome>>>,
 }
 
 impl Load {
@@ -304,7 +307,7 @@ impl Load {
 
     pub fn finish(self) -> LoadReport {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let mut outcomes: Vec<(Instant, Result<u16, String>)> = self
+        let mut outcomes: Vec<Outcome> = self
             .clients
             .into_iter()
             .flat_map(|c| c.join().expect("load client panicked"))
