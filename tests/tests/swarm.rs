@@ -7,16 +7,13 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
 use e2e::{
-    Cleanup, WEB_FE_IMAGE, build_web_fe_image, checked, docker, docker_ok, exclusive, http_get,
-    in_client_container, page_count_and_host, redis_image, repo_root, wait_for,
+    CONVERGE, Cleanup, WEB_FE_IMAGE, build_web_fe_image, deploy_stack, docker, docker_ok,
+    exclusive, http_get, in_client_container, join_swarm, page_count_and_host, redis_image,
+    remove_stack, running_tasks, service_containers, wait_for,
 };
 use serde_json::Value;
-
-const CONVERGE: Duration = Duration::from_secs(120);
 
 #[test]
 fn swarm_walkthrough_scales_heals_and_runs_the_stack() {
@@ -25,20 +22,6 @@ fn swarm_walkthrough_scales_heals_and_runs_the_stack() {
     let _swarm = join_swarm();
     imperative_service_scales_and_heals();
     stack_runs_ten_replicas_on_one_counter();
-}
-
-/// Uses the node's swarm if it has one; otherwise starts one and leaves it afterwards.
-fn join_swarm() -> Cleanup {
-    let mut cleanup = Cleanup::new();
-    if docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) == "active" {
-        return cleanup;
-    }
-    // With several interfaces swarm wants an address; loopback is enough for one node.
-    if !docker(&["swarm", "init"]).status.success() {
-        docker_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
-    }
-    cleanup.docker(&["swarm", "leave", "--force"]);
-    cleanup
 }
 
 fn imperative_service_scales_and_heals() {
@@ -133,25 +116,8 @@ fn stack_runs_ten_replicas_on_one_counter() {
     let name = stack.clone();
     cleanup.run(move || remove_stack(&name));
 
-    checked(
-        Command::new("docker")
-            .current_dir(repo_root())
-            .args(["stack", "deploy", "-c", "stack.yml", &stack])
-            .env("WEB_FE_IMAGE", WEB_FE_IMAGE)
-            .env("REDIS_IMAGE", redis_image()),
-    );
+    deploy_stack(&stack, WEB_FE_IMAGE);
     let web = format!("{stack}_web-fe");
-    wait_for("10/10 web-fe replicas", CONVERGE, || {
-        let replicas = docker_ok(&[
-            "service",
-            "ls",
-            "--filter",
-            &format!("name={web}"),
-            "--format",
-            "{{.Replicas}}",
-        ]);
-        (replicas == "10/10" && running_tasks(&web) == 10).then_some(())
-    });
     let services = docker_ok(&[
         "stack",
         "services",
@@ -220,6 +186,8 @@ fn stack_runs_ten_replicas_on_one_counter() {
             .status
             .success()
     );
+    let secrets = docker_ok(&["secret", "ls", "-q", "--filter", &format!("name={stack}_")]);
+    assert!(secrets.is_empty(), "secrets left: {secrets}");
 }
 
 /// Through the routing mesh, new connections land on different replicas.
@@ -230,45 +198,6 @@ fn published_port_spreads_requests() {
         .map(|(_, html)| page_count_and_host(&html).1)
         .collect();
     assert!(hosts.len() > 1, "port 5000 always reached {hosts:?}");
-}
-
-/// `docker stack rm` and what it leaves behind on purpose: the data volume.
-fn remove_stack(stack: &str) {
-    let _ = docker(&["stack", "rm", stack]);
-    let label = format!("label=com.docker.stack.namespace={stack}");
-    wait_for("the stack's containers and network to go", CONVERGE, || {
-        let containers = docker_ok(&["ps", "-aq", "--filter", &label]);
-        let networks = docker_ok(&["network", "ls", "-q", "--filter", &label]);
-        (containers.is_empty() && networks.is_empty()).then_some(())
-    });
-    let _ = docker(&["volume", "rm", &format!("{stack}_redis-data")]);
-}
-
-fn running_tasks(service: &str) -> usize {
-    docker_ok(&[
-        "service",
-        "ps",
-        service,
-        "--filter",
-        "desired-state=running",
-        "--format",
-        "{{.CurrentState}}",
-    ])
-    .lines()
-    .filter(|s| s.starts_with("Running"))
-    .count()
-}
-
-fn service_containers(service: &str) -> Vec<String> {
-    docker_ok(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.swarm.service.name={service}"),
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
 }
 
 #[derive(Debug)]

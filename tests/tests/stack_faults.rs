@@ -1,0 +1,317 @@
+//! Faults on the swarm stack, under load from a client on the stack's network that
+//! resolves `tasks.web-fe` for every connection: rolling updates (forced, and to a new
+//! image) with zero failed requests, a broken image that rolls back by itself, replicas
+//! removed under load, and the hardening of the running tasks.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use e2e::{
+    CONVERGE, Cleanup, WEB_FE_IMAGE, build_web_fe_image, builder_image, check_redis_locked,
+    check_web_fe_hardening, checked, client_image, deploy_stack, docker, docker_ok, exclusive,
+    join_swarm, redis_hits, remove_stack, repo_root, running_tasks, service_containers, wait_for,
+};
+
+const V2_IMAGE: &str = "counter-web-fe:e2e-v2";
+const BROKEN_IMAGE: &str = "counter-web-fe:e2e-broken";
+/// Parallel request loops in the client container.
+const LOOPS: u32 = 4;
+
+#[test]
+fn stack_survives_updates_rollbacks_and_lost_replicas_under_load() {
+    let _lock = exclusive();
+    build_web_fe_image();
+    build_second_images();
+    let _swarm = join_swarm();
+    let stack = format!("counter-e2e-faults-{}", std::process::id());
+    // Undone in reverse: the stack goes first, then the images its tasks used.
+    let mut cleanup = Cleanup::new();
+    for image in [V2_IMAGE, BROKEN_IMAGE] {
+        cleanup.docker(&["image", "rm", image]);
+    }
+    let name = stack.clone();
+    cleanup.run(move || remove_stack(&name));
+    deploy_stack(&stack, WEB_FE_IMAGE);
+    let web = format!("{stack}_web-fe");
+    let redis = service_containers(&format!("{stack}_redis"))
+        .pop()
+        .expect("a Redis task");
+
+    let tasks = service_containers(&web);
+    check_web_fe_hardening(&tasks[0]);
+    check_redis_locked(&redis, &tasks[0]);
+    let limits = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+        &tasks[0],
+    ]);
+    assert_eq!(limits, format!("{} 500000000", 64 * 1024 * 1024));
+    let published = docker_ok(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{json .Endpoint.Ports}}",
+        &format!("{stack}_redis"),
+    ]);
+    assert!(
+        published == "null" || published == "[]",
+        "Redis is published: {published}"
+    );
+
+    let network = format!("{stack}_counter-net");
+    under_load(
+        &network,
+        &redis,
+        "Rolling update",
+        "`docker service update --force`",
+        |_| {
+            docker_ok(&[
+                "service",
+                "update",
+                "--quiet",
+                "--detach=false",
+                "--force",
+                &web,
+            ]);
+        },
+        |report| assert_eq!(report.failed, 0, "{report:?}"),
+    );
+
+    under_load(
+        &network,
+        &redis,
+        "Rolling update to a new image",
+        "`docker service update --image v2`",
+        |_| {
+            docker_ok(&[
+                "service",
+                "update",
+                "--quiet",
+                "--detach=false",
+                "--image",
+                V2_IMAGE,
+                &web,
+            ]);
+        },
+        |report| assert_eq!(report.failed, 0, "{report:?}"),
+    );
+    assert_eq!(service_image(&web), V2_IMAGE);
+
+    under_load(
+        &network,
+        &redis,
+        "Update to an image that fails at start",
+        "`docker service update --image broken`",
+        |_| {
+            // The CLI reports the failed update; swarm rolls back by itself.
+            let _ = docker(&[
+                "service",
+                "update",
+                "--quiet",
+                "--detach=false",
+                "--image",
+                BROKEN_IMAGE,
+                &web,
+            ]);
+            wait_for("the automatic rollback", CONVERGE, || {
+                let state =
+                    docker_ok(&["service", "inspect", "-f", "{{.UpdateStatus.State}}", &web]);
+                (state == "rollback_completed" && running_tasks(&web) == 10).then_some(())
+            });
+        },
+        |report| assert_eq!(report.failed, 0, "{report:?}"),
+    );
+    assert_eq!(
+        service_image(&web),
+        V2_IMAGE,
+        "rolled back to the last good image"
+    );
+
+    under_load(
+        &network,
+        &redis,
+        "3 of 10 replicas removed",
+        "`docker rm -f` on 3 task containers",
+        |_| {
+            let before = service_containers(&web);
+            let removed: Vec<&str> = before.iter().take(3).map(String::as_str).collect();
+            docker_ok(&[&["rm", "-f"][..], &removed].concat());
+            wait_for("swarm to restore 10 replicas", CONVERGE, || {
+                let now = service_containers(&web);
+                let fresh = removed.iter().all(|r| !now.iter().any(|n| n == r));
+                (fresh && now.len() == 10 && running_tasks(&web) == 10).then_some(())
+            });
+        },
+        |report| {
+            // Only requests on connections already open to a removed container may fail:
+            // at most one per client loop.
+            assert!(report.failed <= u64::from(LOOPS), "{report:?}");
+        },
+    );
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    ok: u64,
+    failed: u64,
+    codes: BTreeMap<String, u64>,
+    counted: u64,
+}
+
+/// Runs the client loops around `fault`, then checks that every 200 was counted once,
+/// applies `check` and prints a RELIABILITY row.
+fn under_load(
+    network: &str,
+    redis: &str,
+    fault: &str,
+    injection: &str,
+    inject: impl FnOnce(&str),
+    check: impl FnOnce(&Report),
+) {
+    let before = redis_hits(redis);
+    let client = Client::start(network);
+    std::thread::sleep(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    inject(fault);
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let codes = client.finish();
+    let ok = codes.get("200").copied().unwrap_or(0);
+    let report = Report {
+        ok,
+        failed: codes.values().sum::<u64>() - ok,
+        counted: redis_hits(redis) - before,
+        codes,
+    };
+    println!(
+        "RELIABILITY | {fault} | {injection} | {} | {} {:?} | {} | converged in {:.0} s",
+        report.ok + report.failed,
+        report.failed,
+        report.codes,
+        report.ok as i64 - report.counted as i64,
+        took.as_secs_f64()
+    );
+    assert!(report.ok > 50, "too little load: {report:?}");
+    assert!(
+        report.counted >= report.ok,
+        "a 200 was not counted: {report:?}"
+    );
+    assert!(
+        report.counted - report.ok <= report.failed,
+        "counted more than was served: {report:?}"
+    );
+    check(&report);
+}
+
+/// A container on the stack's network with request loops that resolve `tasks.web-fe`
+/// for every connection; bounded to 20,000 requests per loop and 5 minutes.
+struct Client {
+    name: String,
+    _cleanup: Cleanup,
+}
+
+impl Client {
+    fn start(network: &str) -> Self {
+        let name = format!(
+            "counter-e2e-client-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        );
+        let mut cleanup = Cleanup::new();
+        cleanup.docker(&["rm", "-f", &name]);
+        let script = format!(
+            "end=$(( $(date +%s) + 300 )); \
+             for w in $(seq {LOOPS}); do ( n=0; \
+               while [ ! -e /tmp/stop ] && [ $(date +%s) -lt $end ] && [ $n -lt 20000 ]; do \
+                 curl -s -o /dev/null -w '%{{http_code}}\\n' --connect-timeout 2 --max-time 5 \
+                   http://tasks.web-fe:8080/api; n=$((n+1)); \
+               done ) & \
+             done; wait"
+        );
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            network,
+            &client_image(),
+            "sh",
+            "-c",
+            &script,
+        ]);
+        Self {
+            name,
+            _cleanup: cleanup,
+        }
+    }
+
+    /// Stops the loops and counts the status codes (`000`: no answer).
+    fn finish(self) -> BTreeMap<String, u64> {
+        docker_ok(&["exec", &self.name, "touch", "/tmp/stop"]);
+        docker_ok(&["wait", &self.name]);
+        let log = docker_ok(&["logs", &self.name]);
+        let mut codes = BTreeMap::new();
+        for code in log.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            *codes.entry(code.to_owned()).or_default() += 1;
+        }
+        codes
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() % 1_000_000)
+}
+
+fn service_image(service: &str) -> String {
+    let image = docker_ok(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        service,
+    ]);
+    image.split('@').next().unwrap_or_default().to_owned()
+}
+
+/// A second version, as the walkthrough builds it, and a broken release: a bad setting
+/// baked in makes it exit at start. (A broken HEALTHCHECK in an image would not do: the
+/// stack's own health check replaces it.)
+fn build_second_images() {
+    checked(
+        Command::new("docker")
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", V2_IMAGE])
+            .args(["--build-arg", &format!("BUILDER_IMAGE={}", builder_image())])
+            .args([
+                "--build-arg",
+                "COUNTER_VERSION=2.0.0-e2e",
+                "--build-arg",
+                "COUNTER_ACCENT=#c2410c",
+            ])
+            .arg(repo_root()),
+    );
+    let dockerfile = format!("FROM {V2_IMAGE}\nENV WORKERS=0\n");
+    let mut build = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", BROKEN_IMAGE, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("docker build runs");
+    build
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dockerfile.as_bytes())
+        .unwrap();
+    assert!(
+        build.wait_with_output().unwrap().status.success(),
+        "building {BROKEN_IMAGE}"
+    );
+}
