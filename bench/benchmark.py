@@ -7,6 +7,9 @@ Starts a private redis-server and the release web-fe on free loopback ports, the
   * redis-benchmark -t incr -c 50 (the ceiling: Redis alone, no HTTP)
   * wrk at 50 connections on /api and /, with keep-alive on and off
   * loaded (peak) RSS of web-fe
+  * the cost of Redis persistence: /api with keep-alive against Redis without persistence,
+    with the append-only file synced every second (compose and stack default) and on
+    every write (survives a machine crash too)
 Every run is bounded (--seconds per wrk run) and both servers are stopped by PID.
 Needs: cargo, redis-server, redis-benchmark, wrk (Debian: redis-server redis-tools wrk).
 """
@@ -18,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,9 +59,10 @@ def rss_kib(pid, field="VmRSS"):
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def start_redis(port, extra):
+def start_redis(port, extra, data_dir):
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""] + extra,
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", data_dir] + extra,
         stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -130,8 +135,9 @@ def main():
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-p", "web-fe"], cwd=ROOT, check=True)
 
+    data_dir = tempfile.mkdtemp(prefix="web-fe-bench-")
     redis_port = free_port()
-    redis = start_redis(redis_port, args.redis_args.split())
+    redis = start_redis(redis_port, args.redis_args.split(), data_dir)
     results = []
     try:
         incr_rps, incr_p99 = redis_benchmark(redis_port, args.redis_requests)
@@ -151,6 +157,8 @@ def main():
                                                     "loaded_kib": loaded}))
     finally:
         stop(redis)
+    persistence = persistence_runs(args.seconds, data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
 
     cpu = os.cpu_count()
     print(f"\nweb-fe benchmark: {cpu} cores, {CONNECTIONS} connections, "
@@ -167,6 +175,34 @@ def main():
             print(f"web-fe (keep-alive {keep_alive}): ready in {r['ready_ms']:.1f} ms, "
                   f"idle RSS {r['idle_kib'] / 1024:.1f} MiB, "
                   f"loaded RSS {r['loaded_kib'] / 1024:.1f} MiB")
+
+
+    print("Redis persistence, /api with keep-alive:")
+    for name, r in persistence:
+        print(f"  {name:34} {r['rps']:>10,.0f} req/s  p99 {r['p99_ms']:.2f} ms")
+
+
+PERSISTENCE = [
+    ("none", ["--appendonly", "no"]),
+    ("appendonly, fsync every second", ["--appendonly", "yes", "--appendfsync", "everysec"]),
+    ("appendonly, fsync every write", ["--appendonly", "yes", "--appendfsync", "always"]),
+]
+
+
+def persistence_runs(seconds, data_dir):
+    results = []
+    for name, flags in PERSISTENCE:
+        redis_port, port = free_port(), free_port()
+        redis = start_redis(redis_port, flags, data_dir)
+        try:
+            web, _ = start_web(port, redis_port, "on")
+            try:
+                results.append((name, wrk(port, "/api", seconds, close=False)))
+            finally:
+                stop(web)
+        finally:
+            stop(redis)
+    return results
 
 
 if __name__ == "__main__":

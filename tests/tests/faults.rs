@@ -1,6 +1,6 @@
 //! Faults on the Compose deployment: Redis restarted and killed under load, a Redis
 //! outage, web-fe stopped with requests in flight, the hardening of both containers, and a
-//! bounded fuzz run. Each test prints a `RELIABILITY |` row for RELIABILITY.md.
+//! bounded fuzz run. Each test records a row for RELIABILITY.md (see `reliability_row`).
 
 use std::process::Command;
 use std::thread;
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use e2e::{
     Cleanup, Compose, Load, LoadReport, PORT, WEB_FE_IMAGE, build_web_fe_image, check_redis_locked,
-    check_web_fe_hardening, checked, docker, docker_ok, exclusive, http_get, redis_hits, repo_root,
-    wait_for,
+    check_web_fe_hardening, checked, docker, docker_ok, exclusive, http_get, redis_hits,
+    reliability_row, repo_root, wait_for,
 };
 
 /// Load for each fault: 4 clients, bounded by count and time.
@@ -29,12 +29,12 @@ fn report_row(fault: &str, injection: &str, report: &LoadReport, lost: i64) {
     let recovery = report.recovery.map_or("no failure".to_owned(), |d| {
         format!("{:.2} s", d.as_secs_f64())
     });
-    println!(
-        "RELIABILITY | {fault} | {injection} | {} | {} {:?} | {lost} | {recovery}",
+    reliability_row(&format!(
+        "{fault} | {injection} | {} | {} {:?} | {lost} | {recovery}",
         report.sent(),
         report.failed(),
         report.failures
-    );
+    ));
 }
 
 /// Runs load, injects `fault` after a moment, waits for readiness to return, stops the
@@ -195,10 +195,10 @@ fn redis_outage_gives_fast_503_while_web_fe_stays_healthy() {
         || http_get(PORT, "/api").filter(|(status, _)| *status == 200),
     );
     let recovery = back.elapsed();
-    println!(
-        "RELIABILITY | Redis down | `docker compose stop redis`, then `start` | 5 | 5 (503, each < 1 s) | 0 | {:.2} s after start",
+    reliability_row(&format!(
+        "Redis down | `docker compose stop redis`, then `start` | 5 | 5 (503, each < 1 s) | 0 | {:.2} s after start",
         recovery.as_secs_f64()
-    );
+    ));
     assert!(
         recovery < Duration::from_secs(2),
         "recovered after {recovery:?}"
@@ -277,10 +277,10 @@ fn sigterm_in_a_container_finishes_in_flight_requests() {
         docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &name]),
         "0"
     );
-    println!(
-        "RELIABILITY | web-fe stopped with 10 requests in flight | `docker stop` (SIGTERM), drain 1 s | 10 | 0 | 0 | exit 0 after {:.1} s",
+    reliability_row(&format!(
+        "web-fe stopped with 10 requests in flight | `docker stop` (SIGTERM), drain 1 s | 10 | 0 | 0 | exit 0 after {:.1} s",
         took.as_secs_f64()
-    );
+    ));
     assert!(
         took < Duration::from_secs(10),
         "stop took {took:?}, past the grace period"
@@ -326,15 +326,15 @@ fn fuzzing_web_fe_keeps_it_serving_with_bounded_memory() {
     let rss_after = rss_kib(&pid);
     println!("fuzz: {outcome}");
     println!("fuzz: web-fe RSS {rss_before} KiB before, {rss_after} KiB after");
-    println!(
-        "RELIABILITY | Bad input | {} fuzzed requests, {} slow connections | {} | {} well-formed requests failed | 0 | RSS {} → {} KiB",
+    reliability_row(&format!(
+        "Bad input | {} fuzzed requests, {} slow connections | {} | {} well-formed requests failed | 0 | RSS {} → {} KiB",
         outcome.requests,
         outcome.slow_connections,
         outcome.requests + outcome.probes,
         outcome.probe_failures,
         rss_before,
         rss_after
-    );
+    ));
     assert_eq!(
         outcome.probe_failures, 0,
         "well-formed requests failed during the fuzz run"

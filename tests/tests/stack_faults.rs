@@ -11,7 +11,8 @@ use std::time::Duration;
 use e2e::{
     CONVERGE, Cleanup, WEB_FE_IMAGE, build_web_fe_image, builder_image, check_redis_locked,
     check_web_fe_hardening, checked, client_image, deploy_stack, docker, docker_ok, exclusive,
-    join_swarm, redis_hits, remove_stack, repo_root, running_tasks, service_containers, wait_for,
+    join_swarm, redis_hits, reliability_row, remove_stack, repo_root, running_tasks,
+    service_containers, wait_for,
 };
 
 const V2_IMAGE: &str = "counter-web-fe:e2e-v2";
@@ -162,7 +163,7 @@ struct Report {
 }
 
 /// Runs the client loops around `fault`, then checks that every 200 was counted once,
-/// applies `check` and prints a RELIABILITY row.
+/// applies `check` and records a RELIABILITY.md row.
 fn under_load(
     network: &str,
     redis: &str,
@@ -186,14 +187,14 @@ fn under_load(
         counted: redis_hits(redis) - before,
         codes,
     };
-    println!(
-        "RELIABILITY | {fault} | {injection} | {} | {} {:?} | {} | converged in {:.0} s",
+    reliability_row(&format!(
+        "{fault} | {injection} | {} | {} {:?} | {} | converged in {:.0} s",
         report.ok + report.failed,
         report.failed,
         report.codes,
         report.ok as i64 - report.counted as i64,
         took.as_secs_f64()
-    );
+    ));
     assert!(report.ok > 50, "too little load: {report:?}");
     assert!(
         report.counted >= report.ok,
