@@ -2,6 +2,7 @@
 //! own Dockerfile, compose and stack files. Everything a test creates is registered with a
 //! [`Cleanup`] guard and removed when the test ends, passed or failed.
 
+pub mod browser;
 pub mod fuzz;
 
 use std::io::{Read, Write};

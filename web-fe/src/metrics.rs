@@ -54,7 +54,7 @@ impl Metrics {
     pub fn observe_redis_error(&self, error: &StoreError) {
         let counter = match error {
             StoreError::Timeout { .. } => &self.redis_timeouts,
-            StoreError::Failed { .. } => &self.redis_failures,
+            StoreError::Failed { .. } | StoreError::Interrupted { .. } => &self.redis_failures,
         };
         counter.fetch_add(1, Relaxed);
     }

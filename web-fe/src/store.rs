@@ -87,8 +87,10 @@ pub struct ReplicaRecord {
 pub enum StoreError {
     /// Redis did not answer within the configured bound.
     Timeout { address: String, after: Duration },
-    /// Redis refused, dropped the connection or sent an error.
+    /// Redis refused, could not be reached, or sent an error: nothing was counted.
     Failed { address: String, reason: String },
+    /// The connection broke after the view was sent and did not come back in time.
+    Interrupted { address: String, reason: String },
 }
 
 impl fmt::Display for StoreError {
@@ -98,7 +100,18 @@ impl fmt::Display for StoreError {
                 write!(f, "Redis at {address} did not answer within {after:?}")
             }
             Self::Failed { address, reason } => write!(f, "Redis at {address}: {reason}"),
+            Self::Interrupted { address, reason } => {
+                write!(f, "Redis at {address} went away mid-call: {reason}")
+            }
         }
+    }
+}
+
+impl StoreError {
+    /// Whether Redis may have counted the view before the failure: it was sent (or may
+    /// have been) and no answer came back.
+    pub fn maybe_counted(&self) -> bool {
+        !matches!(self, Self::Failed { .. })
     }
 }
 
@@ -180,7 +193,12 @@ impl Store {
                 deadline = deadline.max(started + self.restart_grace);
             }
             if !failure.retry || tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(failure.error);
+                return Err(match failure.error {
+                    StoreError::Failed { address, reason } if failure.maybe_counted => {
+                        StoreError::Interrupted { address, reason }
+                    }
+                    error => error,
+                });
             }
             tracing::debug!(error = %failure.error, "retrying the visit on a new connection");
             tokio::time::sleep(RETRY_PAUSE).await;

@@ -27,8 +27,14 @@ impl Problem {
             status: StatusCode::SERVICE_UNAVAILABLE,
             title: "Redis is not answering",
             detail: format!(
-                "Replica {} could not reach {}. This view was not counted.",
-                state.replica.hostname, error
+                "Replica {} could not reach {}. {}",
+                state.replica.hostname,
+                error,
+                if error.maybe_counted() {
+                    "This view may or may not have been counted."
+                } else {
+                    "This view was not counted."
+                }
             ),
             hint: "Nothing is lost: the count lives in Redis. Refresh once Redis is back \
                    (docker compose ps shows its state); no restart of web-fe is needed.",

@@ -42,7 +42,13 @@ async fn stopped_redis_gives_503_then_recovers_without_restart() {
     assert_eq!(page.status(), 503);
     let body = page.text().await.unwrap();
     assert!(body.contains("Redis is not answering"), "{body}");
-    assert!(body.contains("This view was not counted."), "{body}");
+    // Which one depends on whether this worker's connection had noticed Redis was gone
+    // before the call; either way the page must say what became of the view.
+    assert!(
+        body.contains("This view was not counted.")
+            || body.contains("This view may or may not have been counted."),
+        "{body}"
+    );
 
     redis.restart();
     let response = http.get(web.url("/api")).send().await.unwrap();
@@ -90,10 +96,17 @@ async fn hung_redis_gives_503_within_the_configured_timeout() {
     // A stopped process still accepts TCP connections but never answers.
     signal(redis.pid(), "STOP");
     let started = Instant::now();
-    let status = http.get(web.url("/api")).send().await.unwrap().status();
+    let response = http.get(web.url("/api")).send().await.unwrap();
     let elapsed = started.elapsed();
     signal(redis.pid(), "CONT");
-    assert_eq!(status, 503);
+    assert_eq!(response.status(), 503);
+    // The call reached Redis and no answer came: the page must not claim it was not counted.
+    let json: Value = response.json().await.unwrap();
+    let detail = json["detail"].as_str().unwrap();
+    assert!(
+        detail.ends_with("This view may or may not have been counted."),
+        "{detail}"
+    );
     assert!(
         // It waits out the hang (giving up at most one 25 ms retry pause early).
         elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(1),
