@@ -35,8 +35,15 @@ fn compose_v2_walkthrough_keeps_the_count_across_down_and_up() {
         assert_eq!(page(), (expected, hostname.clone()));
     }
 
-    // The web-fe container keeps no state; Redis is not published on the host.
-    assert_eq!(docker_ok(&["inspect", "-f", "{{len .Mounts}}", &web]), "0");
+    // The web-fe container keeps no state: its only mount is the read-only secret.
+    let mounts = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{.Type}} {{.Destination}} {{.RW}};{{end}}",
+        &web,
+    ]);
+    assert_eq!(mounts, "bind /run/secrets/redis-password false;");
+    // Redis is not published on the host.
     let redis = compose.container("redis");
     assert_eq!(
         docker_ok(&["inspect", "-f", "{{json .NetworkSettings.Ports}}", &redis]),

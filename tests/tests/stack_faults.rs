@@ -68,15 +68,8 @@ fn stack_survives_updates_rollbacks_and_lost_replicas_under_load() {
         &redis,
         "Rolling update",
         "`docker service update --force`",
-        |_| {
-            docker_ok(&[
-                "service",
-                "update",
-                "--quiet",
-                "--detach=false",
-                "--force",
-                &web,
-            ]);
+        || {
+            assert!(update(&web, &["--force"]).status.success());
         },
         |report| assert_eq!(report.failed, 0, "{report:?}"),
     );
@@ -86,16 +79,8 @@ fn stack_survives_updates_rollbacks_and_lost_replicas_under_load() {
         &redis,
         "Rolling update to a new image",
         "`docker service update --image v2`",
-        |_| {
-            docker_ok(&[
-                "service",
-                "update",
-                "--quiet",
-                "--detach=false",
-                "--image",
-                V2_IMAGE,
-                &web,
-            ]);
+        || {
+            assert!(update(&web, &["--image", V2_IMAGE]).status.success());
         },
         |report| assert_eq!(report.failed, 0, "{report:?}"),
     );
@@ -106,17 +91,9 @@ fn stack_survives_updates_rollbacks_and_lost_replicas_under_load() {
         &redis,
         "Update to an image that fails at start",
         "`docker service update --image broken`",
-        |_| {
+        || {
             // The CLI reports the failed update; swarm rolls back by itself.
-            let _ = docker(&[
-                "service",
-                "update",
-                "--quiet",
-                "--detach=false",
-                "--image",
-                BROKEN_IMAGE,
-                &web,
-            ]);
+            let _ = update(&web, &["--image", BROKEN_IMAGE]);
             wait_for("the automatic rollback", CONVERGE, || {
                 let state =
                     docker_ok(&["service", "inspect", "-f", "{{.UpdateStatus.State}}", &web]);
@@ -136,7 +113,7 @@ fn stack_survives_updates_rollbacks_and_lost_replicas_under_load() {
         &redis,
         "3 of 10 replicas removed",
         "`docker rm -f` on 3 task containers",
-        |_| {
+        || {
             let before = service_containers(&web);
             let removed: Vec<&str> = before.iter().take(3).map(String::as_str).collect();
             docker_ok(&[&["rm", "-f"][..], &removed].concat());
@@ -169,14 +146,14 @@ fn under_load(
     redis: &str,
     fault: &str,
     injection: &str,
-    inject: impl FnOnce(&str),
+    inject: impl FnOnce(),
     check: impl FnOnce(&Report),
 ) {
     let before = redis_hits(redis);
     let client = Client::start(network);
     std::thread::sleep(Duration::from_secs(2));
     let started = std::time::Instant::now();
-    inject(fault);
+    inject();
     let took = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let codes = client.finish();
@@ -315,4 +292,15 @@ fn build_second_images() {
         build.wait_with_output().unwrap().status.success(),
         "building {BROKEN_IMAGE}"
     );
+}
+
+/// `docker service update`, waiting until swarm has converged or given up.
+fn update(service: &str, change: &[&str]) -> std::process::Output {
+    let args = [
+        &["service", "update", "--quiet", "--detach=false"][..],
+        change,
+        &[service],
+    ]
+    .concat();
+    docker(&args)
 }

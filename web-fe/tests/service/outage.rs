@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Redis, WebFe, client, signal};
+use crate::support::{Redis, WebFe, client, signal, text};
 
 #[tokio::test]
 async fn stopped_redis_gives_503_then_recovers_without_restart() {
@@ -112,14 +112,7 @@ async fn hung_redis_gives_503_within_the_configured_timeout() {
         elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(1),
         "answered after {elapsed:?}, timeout is 300ms"
     );
-    let metrics = http
-        .get(web.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(&http, &web.url("/metrics")).await;
     assert!(
         metrics.contains("redis_errors_total{kind=\"timeout\"} 1\n"),
         "{metrics}"
@@ -148,14 +141,7 @@ async fn readiness_follows_redis_while_liveness_stays_up() {
         (status("/readyz").await, status("/healthz").await),
         (503, 200)
     );
-    let reason = http
-        .get(web.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let reason = text(&http, &web.url("/readyz")).await;
     assert!(
         reason.starts_with("not ready: Redis at 127.0.0.1:"),
         "{reason}"

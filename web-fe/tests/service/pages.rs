@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Redis, WebFe, client};
+use crate::support::{Redis, WebFe, client, text};
 
 #[tokio::test]
 async fn page_shows_count_hostname_version_and_replicas() {
@@ -33,14 +33,7 @@ async fn page_shows_count_hostname_version_and_replicas() {
     );
     assert!(!body.contains("href=\"http"), "{body}");
 
-    let second = http
-        .get(web.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let second = text(&http, &web.url("/")).await;
     assert!(second.contains(r#"aria-labelledby="count-label">2</p>"#));
     assert_eq!(redis.hits(), 2);
 }

@@ -322,3 +322,9 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("client builds")
 }
+
+/// GETs `url` and returns the body, for assertions on what a page or probe says.
+pub async fn text(http: &reqwest::Client, url: &str) -> String {
+    let response = http.get(url).send().await.expect("request sent");
+    response.text().await.expect("body read")
+}
