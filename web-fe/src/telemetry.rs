@@ -50,7 +50,7 @@ pub async fn observe_request(
         tracing::info!(
             replica = %state.replica.hostname,
             method = %method,
-            path = %truncated(&path),
+            path = %clip(&path, MAX_LOGGED_PATH),
             status,
             latency_us = latency.as_micros() as u64,
             "request"
@@ -59,9 +59,22 @@ pub async fn observe_request(
     Ok(response)
 }
 
-fn truncated(path: &str) -> &str {
-    match path.char_indices().nth(MAX_LOGGED_PATH) {
-        Some((end, _)) => &path[..end],
-        None => path,
+/// The first `max_chars` characters of `text`: request input is echoed and logged cut short.
+pub fn clip(text: &str, max_chars: usize) -> &str {
+    match text.char_indices().nth(max_chars) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn clip_counts_characters_not_bytes() {
+        assert_eq!(clip("é漢xyz", 2), "é漢");
+        assert_eq!(clip("/short", 80), "/short");
+        assert_eq!(clip("", 3), "");
     }
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::build_info;
 use crate::state::AppState;
 use crate::store::StoreError;
+use crate::telemetry::clip;
 
 /// What went wrong, in words for the person reading it.
 pub struct Problem {
@@ -157,9 +158,10 @@ pub async fn method_not_allowed_text(req: HttpRequest) -> HttpResponse {
 
 /// Echoed input is cut short so an 8 KiB path does not come back whole.
 fn shorten(text: &str) -> String {
-    const MAX: usize = 80;
-    match text.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
+    let clipped = clip(text, 80);
+    if clipped.len() < text.len() {
+        format!("{clipped}…")
+    } else {
+        text.to_owned()
     }
 }
