@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use e2e::{
     Cleanup, WEB_FE_IMAGE, build_web_fe_image, builder_image, checked, docker, docker_ok,
@@ -89,7 +89,12 @@ fn source_edit_reuses_the_dependency_layer() {
     copy_tree(&repo_root(), &context);
     let file = context.join("web-fe/src/build_info.rs");
     let source = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, source + "\n// edited by the cache test\n").unwrap();
+    // A unique edit: an edit an earlier run already built would hit the layer cache.
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::fs::write(&file, format!("{source}\n// cache test edit {nonce}\n")).unwrap();
 
     let tag = "counter-web-fe:e2e-cache";
     let mut cleanup = Cleanup::new();
