@@ -2,7 +2,9 @@
 //! stops the process with a message naming the variable, instead of failing later.
 
 use std::fmt;
+use std::io::Read;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, ConnectionInfo, IntoConnectionInfo};
@@ -37,6 +39,12 @@ pub struct Settings {
     pub replica_stale: Duration,
     pub task_slot: Option<String>,
     pub node_name: Option<String>,
+    /// How long a client may take to send a request's head; a request body is never waited for.
+    pub request_timeout: Duration,
+    /// Open connections this replica holds at most; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Loopback port answering `/healthz` for the container health check only.
+    pub health_port: u16,
 }
 
 /// A setting that could not be used: which variable, what it held, what was expected.
@@ -61,38 +69,68 @@ impl std::error::Error for ConfigError {}
 
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_lookup(|name| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(raw)) => Err(raw.to_string_lossy().into_owned()),
+        })
     }
 
     /// Reads settings through `lookup`, so tests need not touch the process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &'static str| Var {
-            name,
-            value: lookup(name).filter(|v| !v.trim().is_empty()),
+    /// `lookup` gives `Err` with a lossy copy of a value that is not UTF-8.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Result<Option<String>, String>,
+    ) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| match lookup(name) {
+            Ok(value) => Ok(Var {
+                name,
+                value: value.filter(|v| !v.trim().is_empty()),
+            }),
+            Err(lossy) => Err(ConfigError {
+                var: name,
+                value: lossy,
+                expected: "text in UTF-8".into(),
+            }),
         };
-        let mut redis = var("REDIS_URL").redis_url("redis://redis:6379")?;
-        if let Some(password) = var("REDIS_PASSWORD_FILE").password_file()? {
+        let mut redis = var("REDIS_URL")?.redis_url("redis://redis:6379")?;
+        if let Some(password) = var("REDIS_PASSWORD_FILE")?.password_file()? {
             let auth = redis.redis_settings().clone().set_password(password);
             redis = redis.set_redis_settings(auth);
         }
         Ok(Self {
-            host: var("HOST").parse_or("0.0.0.0".parse().expect("literal"), "an IP address")?,
-            port: var("PORT").port(8080)?,
+            host: var("HOST")?.parse_or("0.0.0.0".parse().expect("literal"), "an IP address")?,
+            port: var("PORT")?.port(8080)?,
             redis,
-            redis_timeout: var("REDIS_TIMEOUT").positive_duration(Duration::from_millis(500))?,
-            redis_restart_grace: var("REDIS_RESTART_GRACE").duration(Duration::from_secs(3))?,
-            keep_alive: var("KEEP_ALIVE").keep_alive()?,
-            workers: var("WORKERS").count(default_workers())?,
-            log_format: var("LOG_FORMAT").log_format()?,
-            log_filter: var("RUST_LOG").value.unwrap_or_else(|| "info".into()),
-            shutdown_timeout: var("SHUTDOWN_TIMEOUT").duration(Duration::from_secs(5))?,
-            shutdown_drain: var("SHUTDOWN_DRAIN").duration(Duration::ZERO)?,
-            replica_stale: var("REPLICA_STALE").positive_duration(Duration::from_secs(30))?,
-            task_slot: var("TASK_SLOT").value,
-            node_name: var("NODE_NAME").value,
+            redis_timeout: var("REDIS_TIMEOUT")?.duration(ms(500), ms(10)..=secs(60))?,
+            redis_restart_grace: var("REDIS_RESTART_GRACE")?.duration(secs(3), ZERO..=secs(60))?,
+            keep_alive: var("KEEP_ALIVE")?.keep_alive()?,
+            workers: var("WORKERS")?.count(default_workers(), 1..=256)?,
+            log_format: var("LOG_FORMAT")?.log_format()?,
+            log_filter: var("RUST_LOG")?.value.unwrap_or_else(|| "info".into()),
+            shutdown_timeout: var("SHUTDOWN_TIMEOUT")?.duration(secs(5), ZERO..=secs(600))?,
+            shutdown_drain: var("SHUTDOWN_DRAIN")?.duration(ZERO, ZERO..=secs(600))?,
+            replica_stale: var("REPLICA_STALE")?.duration(secs(30), secs(1)..=secs(3600))?,
+            task_slot: var("TASK_SLOT")?.value,
+            node_name: var("NODE_NAME")?.value,
+            request_timeout: var("REQUEST_TIMEOUT")?.duration(secs(5), ms(100)..=secs(60))?,
+            max_connections: var("MAX_CONNECTIONS")?.count(256, 16..=65_536)?,
+            health_port: var("HEALTH_PORT")?.port(8081)?,
         })
     }
 }
+
+const ZERO: Duration = Duration::ZERO;
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Longest password file read; Redis passwords are short, and a huge file is a mistake.
+const MAX_PASSWORD_BYTES: u64 = 4096;
 
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -128,38 +166,40 @@ impl Var {
         Ok(port)
     }
 
-    fn count(&self, default: usize) -> Result<usize, ConfigError> {
-        const EXPECTED: &str = "a whole number from 1 to 256";
-        match self.parse_or(default, EXPECTED)? {
-            n @ 1..=256 => Ok(n),
-            _ => Err(self.error(EXPECTED)),
+    fn count(&self, default: usize, range: RangeInclusive<usize>) -> Result<usize, ConfigError> {
+        let expected = format!("a whole number from {} to {}", range.start(), range.end());
+        match self.parse_or(default, &expected)? {
+            n if range.contains(&n) => Ok(n),
+            _ => Err(self.error(&expected)),
         }
     }
 
-    fn duration(&self, default: Duration) -> Result<Duration, ConfigError> {
+    /// A duration within `range`: every duration is bounded, so none can overflow later.
+    fn duration(
+        &self,
+        default: Duration,
+        range: RangeInclusive<Duration>,
+    ) -> Result<Duration, ConfigError> {
+        let expected = format!(
+            "a duration from {} to {}, such as 500ms, 2s or 1m",
+            show(*range.start()),
+            show(*range.end())
+        );
         match &self.value {
             None => Ok(default),
-            Some(v) => {
-                parse_duration(v).ok_or_else(|| self.error("a duration such as 500ms, 2s or 0"))
-            }
+            Some(v) => parse_duration(v)
+                .filter(|d| range.contains(d))
+                .ok_or_else(|| self.error(&expected)),
         }
-    }
-
-    fn positive_duration(&self, default: Duration) -> Result<Duration, ConfigError> {
-        let d = self.duration(default)?;
-        if d.is_zero() {
-            return Err(self.error("a duration above zero, such as 500ms or 2s"));
-        }
-        Ok(d)
     }
 
     fn keep_alive(&self) -> Result<Option<Duration>, ConfigError> {
-        const EXPECTED: &str = "off, on, or an idle timeout such as 5s";
+        const EXPECTED: &str = "off, on, or an idle timeout from 1s to 10m such as 30s";
         match self.value.as_deref().map(str::trim) {
             None | Some("off") | Some("0") => Ok(None),
-            Some("on") => Ok(Some(Duration::from_secs(5))),
+            Some("on") => Ok(Some(secs(5))),
             Some(v) => parse_duration(v)
-                .filter(|d| !d.is_zero())
+                .filter(|d| (secs(1)..=secs(600)).contains(d))
                 .map(Some)
                 .ok_or_else(|| self.error(EXPECTED)),
         }
@@ -175,12 +215,17 @@ impl Var {
 
     fn redis_url(&self, default: &str) -> Result<ConnectionInfo, ConfigError> {
         let url = self.value.as_deref().unwrap_or(default).trim();
+        // The URL may hold a password: an error shows it redacted.
+        let error = |expected: &str| ConfigError {
+            value: redact_url(url),
+            ..self.error(expected)
+        };
         let info = url
             .into_connection_info()
-            .map_err(|_| self.error("a URL such as redis://redis:6379"))?;
+            .map_err(|_| error("a URL such as redis://redis:6379"))?;
         // Also rejects schemes this build cannot open (rediss:// needs TLS support).
         redis::Client::open(info.clone())
-            .map_err(|_| self.error("a redis:// or unix:// URL (TLS is not built in)"))?;
+            .map_err(|_| error("a redis:// or unix:// URL (TLS is not built in)"))?;
         Ok(info)
     }
 
@@ -189,13 +234,45 @@ impl Var {
         let Some(path) = &self.value else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path.trim())
+        let mut bytes = Vec::new();
+        std::fs::File::open(path.trim())
+            .and_then(|file| file.take(MAX_PASSWORD_BYTES + 1).read_to_end(&mut bytes))
             .map_err(|e| self.error(&format!("a readable file ({e})")))?;
+        if bytes.len() as u64 > MAX_PASSWORD_BYTES {
+            return Err(self.error(&format!(
+                "a file holding the Redis password, at most {MAX_PASSWORD_BYTES} bytes"
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| self.error("a file holding the Redis password as UTF-8 text"))?;
         let password = text.trim_end_matches(['\r', '\n']);
         if password.is_empty() {
             return Err(self.error("a file holding the Redis password, but it is empty"));
         }
         Ok(Some(password.to_owned()))
+    }
+}
+
+/// `redis://user:secret@host` as `redis://user:***@host`: anything between `//` and the
+/// last `@` may be a password. Errors and logs show this, never the URL as given.
+pub fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let Some(at) = url[start..].rfind('@').map(|i| i + start) else {
+        return url.to_owned();
+    };
+    let user = url[start..at].split(':').next().unwrap_or("");
+    format!("{}{user}:***{}", &url[..start], &url[at..])
+}
+
+/// `1m`, `2s`, `500ms` or `0`, as the settings are written.
+fn show(d: Duration) -> String {
+    match (d.as_millis(), d.subsec_millis()) {
+        (0, _) => "0".into(),
+        (_, 0) if d.as_secs().is_multiple_of(60) => format!("{}m", d.as_secs() / 60),
+        (_, 0) => format!("{}s", d.as_secs()),
+        (n, _) => format!("{n}ms"),
     }
 }
 
@@ -223,10 +300,10 @@ mod tests {
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         Settings::from_lookup(|name| {
-            pairs
+            Ok(pairs
                 .iter()
                 .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
+                .map(|(_, v)| v.to_string()))
         })
     }
 
@@ -262,6 +339,16 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("SHUTDOWN_TIMEOUT", "5 seconds"),
             ("REDIS_PASSWORD_FILE", "/nonexistent/secret"),
+            ("REDIS_TIMEOUT", "61s"),
+            ("REDIS_TIMEOUT", "99999999999999999m"),
+            ("REDIS_RESTART_GRACE", "2m"),
+            ("REPLICA_STALE", "0"),
+            ("REPLICA_STALE", "2000000000000m"),
+            ("KEEP_ALIVE", "11m"),
+            ("SHUTDOWN_TIMEOUT", "11m"),
+            ("SHUTDOWN_DRAIN", "11m"),
+            ("REQUEST_TIMEOUT", "0"),
+            ("MAX_CONNECTIONS", "8"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");
@@ -294,6 +381,52 @@ mod tests {
         for bad in ["5", "ms", "-1s", "1.5s", "1h", ""] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn range_limits_are_accepted() {
+        let s = settings(&[
+            ("REDIS_TIMEOUT", "1m"),
+            ("REDIS_RESTART_GRACE", "0"),
+            ("REPLICA_STALE", "60m"),
+            ("KEEP_ALIVE", "10m"),
+            ("SHUTDOWN_TIMEOUT", "10m"),
+            ("MAX_CONNECTIONS", "65536"),
+        ])
+        .unwrap();
+        assert_eq!(s.replica_stale, secs(3600));
+        assert_eq!(s.max_connections, 65_536);
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_names_its_variable() {
+        let err = Settings::from_lookup(|name| {
+            if name == "REDIS_TIMEOUT" {
+                Err("5\u{fffd}s".into())
+            } else {
+                Ok(None)
+            }
+        })
+        .unwrap_err();
+        assert_eq!(err.var, "REDIS_TIMEOUT");
+        assert_eq!(err.expected, "text in UTF-8");
+    }
+
+    #[test]
+    fn a_rejected_url_never_shows_its_password() {
+        let err = settings(&[("REDIS_URL", "http://admin:hunter2@redis:6379")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("admin:***@redis"), "{err}");
+        assert_eq!(redact_url("redis://:p@ss@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn range_bounds_are_written_as_settings_are() {
+        assert_eq!(show(ms(500)), "500ms");
+        assert_eq!(show(secs(5)), "5s");
+        assert_eq!(show(secs(600)), "10m");
+        assert_eq!(show(ZERO), "0");
     }
 
     #[test]

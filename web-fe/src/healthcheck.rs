@@ -2,7 +2,7 @@
 //! HEALTHCHECK works in an image without a shell or curl.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,14 +23,9 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// The server's own address; a wildcard bind is reached through loopback.
+/// The health listener, which only listens on loopback (see `startup::health_server`).
 fn local_address(settings: &Settings) -> SocketAddr {
-    let host = match settings.host {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(host, settings.port)
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), settings.health_port)
 }
 
 fn probe(address: SocketAddr) -> Result<(), String> {

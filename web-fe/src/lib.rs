@@ -2,9 +2,11 @@
 
 pub mod build_info;
 pub mod configuration;
+pub mod guard;
 pub mod healthcheck;
 pub mod metrics;
 pub mod privileges;
+pub mod rejections;
 pub mod replica;
 pub mod routes;
 pub mod startup;

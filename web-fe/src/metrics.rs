@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::store::StoreError;
+use crate::rejections::REJECTED;
+use crate::store::{StoreError, Trouble};
 
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -24,8 +25,8 @@ pub struct Metrics {
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
-    redis_timeouts: AtomicU64,
-    redis_failures: AtomicU64,
+    redis_errors: Mutex<BTreeMap<&'static str, u64>>,
+    pipelined_after_close: AtomicU64,
 }
 
 impl Metrics {
@@ -52,11 +53,16 @@ impl Metrics {
     }
 
     pub fn observe_redis_error(&self, error: &StoreError) {
-        let counter = match error {
-            StoreError::Timeout { .. } => &self.redis_timeouts,
-            StoreError::Failed { .. } | StoreError::Interrupted { .. } => &self.redis_failures,
-        };
-        counter.fetch_add(1, Relaxed);
+        *self
+            .redis_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(error.trouble.label())
+            .or_default() += 1;
+    }
+
+    pub fn observe_pipelined_after_close(&self) {
+        self.pipelined_after_close.fetch_add(1, Relaxed);
     }
 
     pub fn render(&self, version: &str) -> String {
@@ -93,11 +99,34 @@ impl Metrics {
 
         out.push_str("# HELP redis_errors_total Redis calls that failed, by kind.\n");
         out.push_str("# TYPE redis_errors_total counter\n");
+        let errors = self.redis_errors.lock().unwrap_or_else(|e| e.into_inner());
+        // Every kind is listed, at 0 until it happens, so rates work from the start.
+        for kind in Trouble::ALL.map(Trouble::label) {
+            let n = errors.get(kind).copied().unwrap_or(0);
+            let _ = writeln!(out, "redis_errors_total{{kind=\"{kind}\"}} {n}");
+        }
+        drop(errors);
+
+        out.push_str(
+            "# HELP http_requests_rejected_total Requests the HTTP parser answered itself, \
+             by status (none: a connection error).\n",
+        );
+        out.push_str("# TYPE http_requests_rejected_total counter\n");
+        for (status, n) in REJECTED.snapshot() {
+            let _ = writeln!(
+                out,
+                "http_requests_rejected_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP http_requests_dropped_total Requests pipelined after a Connection: close \
+             answer, not served.\n",
+        );
+        out.push_str("# TYPE http_requests_dropped_total counter\n");
         let _ = writeln!(
             out,
-            "redis_errors_total{{kind=\"timeout\"}} {}\nredis_errors_total{{kind=\"error\"}} {}",
-            self.redis_timeouts.load(Relaxed),
-            self.redis_failures.load(Relaxed)
+            "http_requests_dropped_total {}",
+            self.pipelined_after_close.load(Relaxed)
         );
 
         out.push_str("# HELP web_fe_build_info Version of the running web-fe.\n");
@@ -117,10 +146,10 @@ mod tests {
         m.observe_request("/api", 200, Duration::from_micros(300));
         m.observe_request("/api", 200, Duration::from_millis(3));
         m.observe_request("/wp-login.php", 404, Duration::from_secs(9));
-        m.observe_redis_error(&StoreError::Timeout {
-            address: "redis:6379".into(),
-            after: Duration::from_millis(500),
-        });
+        m.observe_redis_error(&StoreError::timed_out(
+            "redis:6379",
+            Duration::from_millis(500),
+        ));
         let text = m.render("1.2.3");
         assert!(text.contains("http_requests_total{route=\"/api\",status=\"200\"} 2\n"));
         assert!(text.contains("http_requests_total{route=\"other\",status=\"404\"} 1\n"));

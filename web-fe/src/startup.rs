@@ -1,7 +1,7 @@
 //! Builds the HTTP server from settings and runs it until SIGTERM or SIGINT.
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::build_info;
 use crate::configuration::Settings;
+use crate::guard;
 use crate::replica::Replica;
 use crate::routes;
 use crate::state::AppState;
@@ -21,7 +22,7 @@ use crate::telemetry::observe_request;
 
 pub struct Application {
     server: Server,
-    port: u16,
+    health: Server,
     state: Data<AppState>,
     drain: Duration,
 }
@@ -31,12 +32,17 @@ impl Application {
     pub fn build(settings: &Settings) -> io::Result<Self> {
         let listener = TcpListener::bind((settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
+        let health = health_server(settings.health_port)?;
         let replica = Replica::new(
             Replica::local_hostname(),
             settings.task_slot.clone(),
             settings.node_name.clone(),
         );
-        let state = Data::new(AppState::new(replica, settings.replica_stale));
+        let state = Data::new(AppState::new(
+            replica,
+            settings.replica_stale,
+            settings.keep_alive.is_some(),
+        ));
         let app_state = state.clone();
         let (store_settings, hostname) = (settings.clone(), state.replica.hostname.clone());
         let server = HttpServer::new(move || {
@@ -47,10 +53,18 @@ impl Application {
                 .app_data(app_state.clone())
                 .app_data(Data::new(store))
                 .wrap(from_fn(observe_request))
+                .wrap(from_fn(guard::connection_rules))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
         .workers(settings.workers)
+        .on_connect(guard::on_connect)
+        // actix caps connections per worker; the setting is per replica.
+        .max_connections(settings.max_connections.div_ceil(settings.workers))
+        .client_request_timeout(settings.request_timeout)
+        // After an answer that closes, unread input is discarded for at most this long, so
+        // the client reads the answer instead of a reset.
+        .client_disconnect_timeout(Duration::from_secs(1))
         .keep_alive(
             settings
                 .keep_alive
@@ -69,26 +83,45 @@ impl Application {
             version = build_info::VERSION,
             keep_alive = ?settings.keep_alive,
             workers = settings.workers,
+            max_connections = settings.max_connections,
+            health_port = settings.health_port,
             "web-fe listening"
         );
         Ok(Self {
             server,
-            port,
+            health,
             state,
             drain: settings.shutdown_drain,
         })
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Serves until a signal, then drains and stops gracefully; resolves when all workers ended.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         let handle = self.server.handle();
+        let health = self.health.handle();
+        actix_web::rt::spawn(self.health);
         actix_web::rt::spawn(stop_on_signal(handle, self.state, self.drain));
-        self.server.await
+        let served = self.server.await;
+        health.stop(false).await;
+        served
     }
+}
+
+/// The container health check's own listener, on loopback only. The public port holds at
+/// most `MAX_CONNECTIONS` and the kernel queues the rest, so a flood of slow clients could
+/// keep a probe waiting there; Docker or swarm would then kill a replica that is only busy.
+fn health_server(port: u16) -> io::Result<Server> {
+    Ok(
+        HttpServer::new(|| App::new().route("/healthz", web::get().to(routes::healthz)))
+            .workers(1)
+            .max_connections(16)
+            .client_request_timeout(Duration::from_secs(1))
+            .keep_alive(KeepAlive::Disabled)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .bind((Ipv4Addr::LOCALHOST, port))?
+            .run(),
+    )
 }
 
 /// On the first SIGTERM/SIGINT: fail readiness, keep serving for `drain` while the

@@ -12,15 +12,18 @@ pub struct AppState {
     pub metrics: Metrics,
     /// A replica unseen for this long starts to fade on the page.
     pub replica_stale: Duration,
+    /// Whether connections stay open between requests (`KEEP_ALIVE`).
+    pub keep_alive: bool,
     draining: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(replica: Replica, replica_stale: Duration) -> Self {
+    pub fn new(replica: Replica, replica_stale: Duration, keep_alive: bool) -> Self {
         Self {
             replica,
             metrics: Metrics::default(),
             replica_stale,
+            keep_alive,
             draining: AtomicBool::new(false),
         }
     }

@@ -8,8 +8,13 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web::Data;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::configuration::{ConfigError, LogFormat, Settings};
+use crate::rejections;
 use crate::state::AppState;
 
 /// Longest path written to a log line; a fuzzer's 8 KiB path is cut, not logged whole.
@@ -21,15 +26,20 @@ pub fn init_subscriber(settings: &Settings) -> Result<(), ConfigError> {
         value: settings.log_filter.clone(),
         expected: format!("a filter such as info or web_fe=debug ({e})"),
     })?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // actix's own lines about refused requests are summarised by `rejections` instead.
+    let not_actix_dispatcher = filter_fn(|meta| meta.target() != rejections::ACTIX_DISPATCHER);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stdout)
         .with_target(false);
-    // Ignore "already set": tests may build more than one app in a process.
-    let _ = match settings.log_format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let fmt = match settings.log_format {
+        LogFormat::Text => fmt.with_ansi(false).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
+    // Ignore "already set": tests may build more than one app in a process.
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter.and(not_actix_dispatcher)))
+        .with(rejections::layer())
+        .try_init();
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `/` and `/api`: count one view and show it, as a page or as JSON.
 
+use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::web::{Data, Query};
 use actix_web::{HttpRequest, HttpResponse};
@@ -53,8 +54,32 @@ pub async fn api(state: Data<AppState>, store: Data<Store>) -> HttpResponse {
     }
 }
 
-/// Counts the view in Redis; a failure is logged and counted, and nothing is retried,
-/// because a retried INCR could count one view twice.
+/// HEAD on `/`: the status and headers a GET would get, without counting a view.
+pub async fn head_page(state: Data<AppState>, store: Data<Store>) -> HttpResponse {
+    head(&state, &store, "text/html; charset=utf-8").await
+}
+
+/// HEAD on `/api`, likewise.
+pub async fn head_api(state: Data<AppState>, store: Data<Store>) -> HttpResponse {
+    head(&state, &store, "application/json").await
+}
+
+async fn head(state: &AppState, store: &Store, content_type: &str) -> HttpResponse {
+    let status = match store.check_ready().await {
+        Ok(()) => StatusCode::OK,
+        Err(e) => {
+            state.metrics.observe_redis_error(&e);
+            tracing::warn!(error = %e, "HEAD: Redis is not ready");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    fresh(HttpResponse::build(status))
+        .insert_header((CONTENT_TYPE, content_type))
+        .finish()
+}
+
+/// Counts the view in Redis (the store retries safely, see `Store::record_visit`); a
+/// failure is logged with its details and counted in the metrics.
 async fn count_visit(state: &AppState, store: &Store) -> Result<VisitView, StoreError> {
     let now = unix_millis();
     let forget = state.replica_forget();
@@ -84,7 +109,8 @@ fn refresh_option(query: &str) -> Result<Option<u32>, String> {
     match value.parse() {
         Ok(secs) if REFRESH_SECONDS.contains(&secs) => Ok(Some(secs)),
         _ => Err(format!(
-            "refresh={value} is not a number of seconds from {} to {}.",
+            "refresh={} is not a number of seconds from {} to {}.",
+            errors::shorten(value),
             REFRESH_SECONDS.start(),
             REFRESH_SECONDS.end()
         )),

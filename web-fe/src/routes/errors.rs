@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::build_info;
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::{StoreError, Trouble};
 use crate::telemetry::clip;
 
 /// What went wrong, in words for the person reading it.
@@ -23,22 +23,24 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// The replica and the kind of problem in plain words; the address and the raw error
+    /// went to the log.
     pub fn redis_down(state: &AppState, error: &StoreError) -> Self {
+        let trouble = error.trouble;
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            title: "Redis is not answering",
+            title: title(trouble),
             detail: format!(
-                "Replica {} could not reach {}. {}",
+                "Replica {} could not count this view: Redis {}. {}",
                 state.replica.hostname,
-                error,
-                if error.maybe_counted() {
-                    "This view may or may not have been counted."
+                trouble.phrase(),
+                if error.maybe_counted {
+                    "This view may have been counted."
                 } else {
                     "This view was not counted."
                 }
             ),
-            hint: "Nothing is lost: the count lives in Redis. Refresh once Redis is back \
-                   (docker compose ps shows its state); no restart of web-fe is needed.",
+            hint: hint(trouble),
         }
     }
 
@@ -75,7 +77,36 @@ impl Problem {
             status: StatusCode::METHOD_NOT_ALLOWED,
             title: "Method not allowed",
             detail: format!("{} is not accepted here.", shorten(method)),
-            hint: "Use GET.",
+            hint: "Use GET (or HEAD).",
+        }
+    }
+}
+
+fn title(trouble: Trouble) -> &'static str {
+    match trouble {
+        Trouble::Unreachable => "Redis cannot be reached",
+        Trouble::TimedOut => "Redis did not answer in time",
+        Trouble::PasswordRefused => "Redis refused our password",
+        Trouble::UnexpectedData => "Redis holds data web-fe does not expect",
+        Trouble::Refused => "Redis refused the command",
+    }
+}
+
+fn hint(trouble: Trouble) -> &'static str {
+    match trouble {
+        Trouble::Unreachable | Trouble::TimedOut => {
+            "Nothing is lost: the count lives in Redis. Refresh once Redis is back \
+             (docker compose ps shows its state); no restart of web-fe is needed."
+        }
+        Trouble::PasswordRefused => {
+            "web-fe and Redis must use the same password: check the redis-password secret \
+             (REDIS_PASSWORD_FILE), then restart web-fe."
+        }
+        Trouble::UnexpectedData => {
+            "This replica's log names the key and what it holds; fix or delete it with redis-cli."
+        }
+        Trouble::Refused => {
+            "This replica's log has Redis's own message; check Redis's log and memory."
         }
     }
 }
@@ -125,7 +156,7 @@ fn respond(problem: &Problem) -> actix_web::HttpResponseBuilder {
         builder.insert_header((RETRY_AFTER, "1"));
     }
     if problem.status == StatusCode::METHOD_NOT_ALLOWED {
-        builder.insert_header((ALLOW, "GET"));
+        builder.insert_header((ALLOW, "GET, HEAD"));
     }
     builder
 }
@@ -151,13 +182,12 @@ pub async fn method_not_allowed_json(req: HttpRequest, state: Data<AppState>) ->
 pub async fn method_not_allowed_text(req: HttpRequest) -> HttpResponse {
     let problem = Problem::method_not_allowed(req.method().as_str());
     respond(&problem)
-        .insert_header((ALLOW, "GET, HEAD"))
         .content_type("text/plain; charset=utf-8")
         .body(format!("{}\n", problem.detail))
 }
 
 /// Echoed input is cut short so an 8 KiB path does not come back whole.
-fn shorten(text: &str) -> String {
+pub fn shorten(text: &str) -> String {
     let clipped = clip(text, 80);
     if clipped.len() < text.len() {
         format!("{clipped}…")

@@ -19,13 +19,14 @@ pub async fn readyz(state: Data<AppState>, store: Data<Store>) -> HttpResponse {
             "not ready: shutting down\n".into(),
         );
     }
-    match store.ping().await {
+    match store.check_ready().await {
         Ok(()) => text(HttpResponse::Ok(), "ready\n".into()),
         Err(e) => {
             state.metrics.observe_redis_error(&e);
+            tracing::warn!(error = %e, "not ready");
             text(
                 HttpResponse::ServiceUnavailable(),
-                format!("not ready: {e}\n"),
+                format!("not ready: Redis {}\n", e.trouble.phrase()),
             )
         }
     }

@@ -9,17 +9,21 @@ mod view;
 use actix_web::web;
 
 pub use errors::not_found;
+pub use health::healthz;
 
 /// Registers every route; each one answers 405 with `Allow` for methods it does not take.
+/// HEAD is answered everywhere and counts nothing.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/")
             .route(web::get().to(counter::page))
+            .route(web::head().to(counter::head_page))
             .default_service(web::to(errors::method_not_allowed_html)),
     )
     .service(
         web::resource("/api")
             .route(web::get().to(counter::api))
+            .route(web::head().to(counter::head_api))
             .default_service(web::to(errors::method_not_allowed_json)),
     )
     .service(read_only("/healthz", health::healthz))

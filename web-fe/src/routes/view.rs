@@ -17,7 +17,10 @@ pub struct VisitView {
     pub node: Option<String>,
     pub colour: String,
     pub version: &'static str,
+    /// The most recently seen replicas, at most [`crate::store::RECENT_REPLICAS`].
     pub replicas: Vec<ReplicaView>,
+    /// Replicas Redis remembers beyond those listed.
+    pub replicas_not_shown: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -43,6 +46,7 @@ impl VisitView {
     pub fn new(state: &AppState, visit: Visit, now_ms: u64) -> Self {
         let me = &state.replica;
         let total: u64 = visit.replicas.iter().map(|r| r.served).sum();
+        let listed = visit.replicas.len() as u64;
         let replicas = visit
             .replicas
             .into_iter()
@@ -56,6 +60,7 @@ impl VisitView {
             colour: me.colour.css(),
             version: build_info::VERSION,
             replicas,
+            replicas_not_shown: visit.replicas_known.saturating_sub(listed),
         }
     }
 }

@@ -36,7 +36,7 @@ async fn wrong_methods_are_405_with_allow() {
 
     let post = http.post(web.url("/")).body("x=1").send().await.unwrap();
     assert_eq!(post.status(), 405);
-    assert_eq!(post.headers()["allow"], "GET");
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
     assert!(
         post.text()
             .await

@@ -32,7 +32,7 @@ async fn stopped_redis_gives_503_then_recovers_without_restart() {
         json["detail"]
             .as_str()
             .unwrap()
-            .contains("could not reach Redis"),
+            .contains("could not count this view: Redis cannot be reached."),
         "{json}"
     );
     // Bounded by the 500 ms default timeout, with room for a loaded machine.
@@ -41,12 +41,16 @@ async fn stopped_redis_gives_503_then_recovers_without_restart() {
     let page = http.get(web.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 503);
     let body = page.text().await.unwrap();
-    assert!(body.contains("Redis is not answering"), "{body}");
+    assert!(body.contains("Redis cannot be reached"), "{body}");
+    assert!(
+        !body.contains("127.0.0.1"),
+        "the address is for the log: {body}"
+    );
     // Which one depends on whether this worker's connection had noticed Redis was gone
     // before the call; either way the page must say what became of the view.
     assert!(
         body.contains("This view was not counted.")
-            || body.contains("This view may or may not have been counted."),
+            || body.contains("This view may have been counted."),
         "{body}"
     );
 
@@ -104,7 +108,7 @@ async fn hung_redis_gives_503_within_the_configured_timeout() {
     let json: Value = response.json().await.unwrap();
     let detail = json["detail"].as_str().unwrap();
     assert!(
-        detail.ends_with("This view may or may not have been counted."),
+        detail.ends_with("This view may have been counted."),
         "{detail}"
     );
     assert!(
@@ -142,10 +146,8 @@ async fn readiness_follows_redis_while_liveness_stays_up() {
         (503, 200)
     );
     let reason = text(&http, &web.url("/readyz")).await;
-    assert!(
-        reason.starts_with("not ready: Redis at 127.0.0.1:"),
-        "{reason}"
-    );
+    // The public answer names the kind of problem; the address is for the log only.
+    assert_eq!(reason, "not ready: Redis cannot be reached\n");
 
     redis.restart();
     assert_eq!(

@@ -53,12 +53,10 @@ async fn api_returns_the_count_and_each_replica_share_as_json() {
         .command(&["HSET", "replicas:served", "gone1", "3"])
         .unwrap();
     redis
-        .command(&[
-            "HSET",
-            "replicas:seen",
-            "gone1",
-            &format!("{long_ago}|2|n2"),
-        ])
+        .command(&["ZADD", "replicas:last-seen", &long_ago, "gone1"])
+        .unwrap();
+    redis
+        .command(&["HSET", "replicas:placement", "gone1", "2|n2"])
         .unwrap();
     let web = WebFe::start(&redis.url(), &[]);
 

@@ -57,8 +57,8 @@ async fn sigint_exits_zero() {
 async fn healthcheck_command_reports_the_local_server() {
     let redis = Redis::start();
     let web = WebFe::start(&redis.url(), &[]);
-    let port = web.port.to_string();
-    let env = [("HOST", "127.0.0.1"), ("PORT", port.as_str())];
+    let port = web.health_port.to_string();
+    let env = [("HEALTH_PORT", port.as_str())];
     let (status, _) = crate::support::run_to_exit(&["healthcheck"], &env);
     assert_eq!(status.code(), Some(0));
     drop(web);

@@ -191,6 +191,8 @@ impl Drop for Redis {
 /// The real web-fe binary, with its stdout collected line by line.
 pub struct WebFe {
     pub port: u16,
+    /// The loopback listener for the container health check.
+    pub health_port: u16,
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -217,11 +219,13 @@ impl WebFe {
     }
 
     fn spawn(port: u16, redis_url: &str, env: &[(&str, &str)]) -> Self {
+        let health_port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_web-fe"));
         command
             .env_clear()
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
+            .env("HEALTH_PORT", health_port.to_string())
             .env("REDIS_URL", redis_url)
             .env("WORKERS", "2")
             .envs(env.iter().copied())
@@ -240,7 +244,12 @@ impl WebFe {
                 }
             });
         }
-        Self { port, child, logs }
+        Self {
+            port,
+            health_port,
+            child,
+            logs,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
