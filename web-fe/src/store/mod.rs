@@ -177,8 +177,8 @@ impl Store {
                 }
             };
             self.shared.take();
-            if failure.maybe_counted {
-                maybe_counted = true;
+            maybe_counted |= failure.maybe_counted;
+            if failure.broke_mid_call {
                 deadline = deadline.max(started + self.restart_grace);
             }
             if !failure.retryable || tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
@@ -223,6 +223,7 @@ impl Store {
                 maybe_counted: e.is_connection_dropped()
                     || e.is_timeout()
                     || matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType),
+                broke_mid_call: e.is_connection_dropped(),
                 ..self.attempt_failed(&e)
             })?;
         let (count, hosts, times, served, places, known, repairs) = reply;
@@ -277,6 +278,7 @@ impl Store {
             error: StoreError::from_redis(&self.address, error),
             retryable: is_retryable(error),
             maybe_counted: false,
+            broke_mid_call: false,
         }
     }
 
@@ -287,6 +289,7 @@ impl Store {
                 error: StoreError::new(Trouble::Unreachable, &self.address, other),
                 retryable: false,
                 maybe_counted: false,
+                broke_mid_call: false,
             },
         }
     }
@@ -298,6 +301,9 @@ struct FailedAttempt {
     error: StoreError,
     retryable: bool,
     maybe_counted: bool,
+    /// The connection broke after the call was sent, as when Redis restarts: worth waiting
+    /// for the restart grace to learn the outcome.
+    broke_mid_call: bool,
 }
 
 /// Connection trouble and a Redis still loading its data may pass; a wrong password will not.

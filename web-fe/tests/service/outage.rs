@@ -90,7 +90,11 @@ async fn first_request_after_a_quiet_redis_restart_succeeds() {
 #[tokio::test]
 async fn hung_redis_gives_503_within_the_configured_timeout() {
     let redis = Redis::start();
-    let web = WebFe::start(&redis.url(), &[("REDIS_TIMEOUT", "300ms")]);
+    // One worker, so the request below goes out on the connection the first one opened.
+    let web = WebFe::start(
+        &redis.url(),
+        &[("REDIS_TIMEOUT", "300ms"), ("WORKERS", "1")],
+    );
     let http = client();
     assert_eq!(
         http.get(web.url("/api")).send().await.unwrap().status(),
