@@ -2,8 +2,10 @@
 
 mod bad_requests;
 mod counting;
+mod hostile_clients;
 mod outage;
 mod pages;
+mod redis_data;
 mod settings;
 mod shutdown;
 mod support;

@@ -190,5 +190,11 @@ async fn password_comes_from_a_file_and_a_wrong_one_is_reported() {
         !json.to_string().contains("battery"),
         "the password must not leak: {json}"
     );
+    // Named for what it is, without the address or Redis's raw words.
+    assert_eq!(json["error"], "Redis refused our password");
+    assert!(!json.to_string().contains("127.0.0.1"), "{json}");
+    assert!(!json.to_string().contains("WRONGPASS"), "{json}");
+    let ready = text(&http, &wrong.url("/readyz")).await;
+    assert_eq!(ready, "not ready: Redis refused our password\n");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -337,3 +337,123 @@ pub async fn text(http: &reqwest::Client, url: &str) -> String {
     let response = http.get(url).send().await.expect("request sent");
     response.text().await.expect("body read")
 }
+
+/// Resident memory of a process, in KiB, from `/proc`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process runs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// File descriptors a process holds open (sockets included), from `/proc`.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("process runs")
+        .count()
+}
+
+/// A TCP proxy in front of a real Redis that can be told to fail the way a crash mid-call
+/// does: Redis runs the next command, its reply is swallowed and the connection closed;
+/// from then on the proxy refuses connections.
+pub struct FlakyProxy {
+    pub port: u16,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FlakyProxy {
+    pub fn start(redis_port: u16) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let fail = Arc::new(AtomicBool::new(false));
+        let failing = Arc::clone(&fail);
+        let accept = std::thread::spawn(move || {
+            // Once failing, the listener is dropped: connections are refused.
+            while !failing.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let upstream = TcpStream::connect(("127.0.0.1", redis_port))
+                            .expect("redis answers behind the proxy");
+                        pump(
+                            client.try_clone().unwrap(),
+                            upstream.try_clone().unwrap(),
+                            None,
+                        );
+                        pump(upstream, client, Some(Arc::clone(&failing)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Self {
+            port,
+            fail,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The next reply from Redis is dropped with its connection; then nothing connects.
+    pub fn fail_next_reply(&self) {
+        self.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.fail_next_reply();
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+/// Copies `from` into `to` on a thread. With `fail` set when bytes arrive, both sockets
+/// are closed instead, the bytes unsent.
+fn pump(mut from: TcpStream, mut to: TcpStream, fail: Option<Arc<std::sync::atomic::AtomicBool>>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if fail
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+            {
+                break;
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = from.shutdown(std::net::Shutdown::Both);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+/// Records one row of the RELIABILITY.md table (cells separated by ` | `): printed, and
+/// appended to `target/reliability.md` with the end-to-end tests' rows.
+pub fn reliability_row(cells: &str) {
+    let row = format!("| {cells} |");
+    println!("RELIABILITY {row}");
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/reliability.md");
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| writeln!(f, "{row}"));
+    if let Err(e) = appended {
+        eprintln!("could not record the reliability row: {e}");
+    }
+}
