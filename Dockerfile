@@ -45,11 +45,14 @@ RUN target=$(rustc -vV | sed -n 's/^host: //p') \
 FROM ${RUNTIME_IMAGE}
 ARG COUNTER_VERSION
 ARG REVISION=unknown
+# Where the source lives, if it is published: `--build-arg SOURCE_URL=https://...`. Empty
+# by default rather than a made-up address.
+ARG SOURCE_URL=
 LABEL org.opencontainers.image.title="counter web-fe" \
       org.opencontainers.image.description="Counts page views in Redis and shows which replica answered" \
       org.opencontainers.image.version="${COUNTER_VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="https://github.com/counter-demo/counter" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
       org.opencontainers.image.licenses="MIT"
 COPY --from=builder /out/web-fe /usr/local/bin/web-fe
 # Not root: a numeric user needs no /etc/passwd in an empty image.

@@ -76,7 +76,8 @@ def start_redis(port, extra, data_dir):
 
 
 def start_web(port, redis_port, keep_alive):
-    env = {"PORT": str(port), "HOST": "127.0.0.1", "KEEP_ALIVE": keep_alive,
+    env = {"PORT": str(port), "HEALTH_PORT": str(free_port()), "HOST": "127.0.0.1",
+           "KEEP_ALIVE": keep_alive,
            "REDIS_URL": f"redis://127.0.0.1:{redis_port}", "PATH": os.environ.get("PATH", "")}
     started = time.perf_counter()
     proc = subprocess.Popen([BINARY], env=env, stdout=subprocess.DEVNULL)

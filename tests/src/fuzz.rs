@@ -18,6 +18,8 @@ pub struct Outcome {
     pub slow_connections: u64,
     pub probes: u64,
     pub probe_failures: u64,
+    /// 200 answers that showed a count (fuzzed or probes): each one is a counted view.
+    pub views_answered: u64,
     /// How the server answered the fuzzed requests: status codes, or `closed`.
     pub answers: BTreeMap<String, u64>,
     /// How many requests of each kind were sent.
@@ -53,18 +55,23 @@ pub fn run(port: u16, seed: u64, requests: u64, slow: u64) -> Outcome {
         slow_connections: slow,
         probes: 0,
         probe_failures: 0,
+        views_answered: 0,
         answers: BTreeMap::new(),
         kinds: BTreeMap::new(),
     };
     for i in 0..requests {
         let (kind, bytes) = fuzz_case(&mut rng);
         *outcome.kinds.entry(kind).or_default() += 1;
-        *outcome.answers.entry(answer(address, &bytes)).or_default() += 1;
+        let (status, counted) = answer(address, &bytes);
+        *outcome.answers.entry(status).or_default() += 1;
+        outcome.views_answered += u64::from(counted);
         if i % PROBE_EVERY == 0 {
             for path in ["/healthz", "/api"] {
                 outcome.probes += 1;
                 let probe = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                if answer(address, probe.as_bytes()) != "200" {
+                let (status, counted) = answer(address, probe.as_bytes());
+                outcome.views_answered += u64::from(counted);
+                if status != "200" {
                     outcome.probe_failures += 1;
                 }
             }
@@ -75,20 +82,24 @@ pub fn run(port: u16, seed: u64, requests: u64, slow: u64) -> Outcome {
     outcome
 }
 
-/// The status code of the answer, or `closed` when the server hung up without one.
-fn answer(address: SocketAddr, bytes: &[u8]) -> String {
+/// The status code of the answer (or `closed` when the server hung up without one), and
+/// whether it was a 200 showing a count, as the page and the JSON do for a counted view.
+fn answer(address: SocketAddr, bytes: &[u8]) -> (String, bool) {
     let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(2)) else {
-        return "connect failed".into();
+        return ("connect failed".into(), false);
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
     let _ = stream.write_all(bytes);
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut reply = Vec::new();
     let _ = stream.take(64 * 1024).read_to_end(&mut reply);
-    match reply.get(9..12).and_then(|s| std::str::from_utf8(s).ok()) {
+    let status = match reply.get(9..12).and_then(|s| std::str::from_utf8(s).ok()) {
         Some(code) if reply.starts_with(b"HTTP/1.") => code.to_owned(),
         _ => "closed".into(),
-    }
+    };
+    let text = String::from_utf8_lossy(&reply);
+    let counted = status == "200" && (text.contains("\"count\":") || text.contains("id=\"count\""));
+    (status, counted)
 }
 
 /// Holds `count` connections open: half send nothing, half send a header a byte at a time.

@@ -167,18 +167,21 @@ fn redis_outage_gives_fast_503_while_web_fe_stays_healthy() {
     build_web_fe_image();
     let compose = Compose::v2("outage");
     let _cleanup = compose.cleanup();
-    let (web, _) = up(&compose);
+    let (web, redis) = up(&compose);
     let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &web]);
+    let hits_before = redis_hits(&redis);
 
     compose.run(&["stop", "redis"]);
+    let mut slowest = Duration::ZERO;
     for _ in 0..5 {
         let asked = Instant::now();
         let (status, body) = http_get(PORT, "/api").expect("web-fe answers");
-        let took = asked.elapsed();
+        slowest = slowest.max(asked.elapsed());
         assert_eq!(status, 503, "{body}");
-        assert!(body.contains("could not reach Redis"), "{body}");
-        assert!(took < Duration::from_secs(1), "503 took {took:?}");
+        assert!(body.contains("Redis cannot be reached"), "{body}");
+        assert!(body.contains("This view was not counted."), "{body}");
     }
+    assert!(slowest < Duration::from_secs(1), "a 503 took {slowest:?}");
     assert_eq!(http_get(PORT, "/readyz").map(|r| r.0), Some(503));
     assert_eq!(http_get(PORT, "/healthz").map(|r| r.0), Some(200));
     // Three health-check intervals: liveness must hold, or Docker would restart web-fe
@@ -195,10 +198,15 @@ fn redis_outage_gives_fast_503_while_web_fe_stays_healthy() {
         || http_get(PORT, "/api").filter(|(status, _)| *status == 200),
     );
     let recovery = back.elapsed();
+    // The five 503s said "not counted" and the one 200 after Redis returned did count.
+    let moved = redis_hits(&redis) - hits_before;
     reliability_row(&format!(
-        "Redis down | `docker compose stop redis`, then `start` | 5 | 5 (503, each < 1 s) | 0 | {:.2} s after start",
+        "Redis down | `docker compose stop redis`, then `start` | 5 | 5 (503, slowest {} ms) | {} | {:.2} s after start",
+        slowest.as_millis(),
+        1 - i64::try_from(moved).expect("small"),
         recovery.as_secs_f64()
     ));
+    assert_eq!(moved, 1, "the 503s counted views, or the 200 did not");
     assert!(
         recovery < Duration::from_secs(2),
         "recovered after {recovery:?}"
@@ -250,6 +258,7 @@ fn sigterm_in_a_container_finishes_in_flight_requests() {
     });
 
     // Freeze Redis so requests stay in flight, then stop web-fe under them.
+    let hits_before = redis_hits(&redis);
     docker_ok(&["pause", &redis]);
     let in_flight: Vec<_> = (0..10)
         .map(|_| thread::spawn(|| http_get(5058, "/api")))
@@ -277,10 +286,15 @@ fn sigterm_in_a_container_finishes_in_flight_requests() {
         docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &name]),
         "0"
     );
+    let failed = statuses.iter().filter(|s| **s != Some(200)).count();
+    let lost = 10
+        - i64::try_from(failed).unwrap()
+        - i64::try_from(redis_hits(&redis) - hits_before).unwrap();
     reliability_row(&format!(
-        "web-fe stopped with 10 requests in flight | `docker stop` (SIGTERM), drain 1 s | 10 | 0 | 0 | exit 0 after {:.1} s",
+        "web-fe stopped with 10 requests in flight | `docker stop` (SIGTERM), drain 1 s | 10 | {failed} | {lost} | exit 0 after {:.1} s",
         took.as_secs_f64()
     ));
+    assert_eq!(lost, 0, "the in-flight views were not each counted once");
     assert!(
         took < Duration::from_secs(10),
         "stop took {took:?}, past the grace period"
@@ -319,15 +333,18 @@ fn fuzzing_web_fe_keeps_it_serving_with_bounded_memory() {
     build_web_fe_image();
     let compose = Compose::v2("fuzz");
     let _cleanup = compose.cleanup();
-    let (web, _) = up(&compose);
+    let (web, redis) = up(&compose);
     let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &web]);
     let rss_before = rss_kib(&pid);
+    let hits_before = redis_hits(&redis);
     let outcome = e2e::fuzz::run(PORT, 0x00c0_ffee, 4_000, 400);
     let rss_after = rss_kib(&pid);
+    let moved = redis_hits(&redis) - hits_before;
+    let lost = i64::try_from(outcome.views_answered).unwrap() - i64::try_from(moved).unwrap();
     println!("fuzz: {outcome}");
     println!("fuzz: web-fe RSS {rss_before} KiB before, {rss_after} KiB after");
     reliability_row(&format!(
-        "Bad input | {} fuzzed requests, {} slow connections | {} | {} well-formed requests failed | 0 | RSS {} → {} KiB",
+        "Bad input | {} fuzzed requests, {} slow connections | {} | {} well-formed requests failed | {lost} | RSS {} → {} KiB",
         outcome.requests,
         outcome.slow_connections,
         outcome.requests + outcome.probes,
@@ -335,6 +352,11 @@ fn fuzzing_web_fe_keeps_it_serving_with_bounded_memory() {
         rss_before,
         rss_after
     ));
+    assert_eq!(
+        lost, 0,
+        "{} views were answered with a count, hits moved {moved}",
+        outcome.views_answered
+    );
     assert_eq!(
         outcome.probe_failures, 0,
         "well-formed requests failed during the fuzz run"

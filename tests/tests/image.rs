@@ -29,12 +29,17 @@ fn image_is_small_non_root_and_labelled() {
         env!("CARGO_PKG_VERSION"),
         "the Dockerfile's COUNTER_VERSION default must follow Cargo.toml"
     );
-    for label in ["title", "source", "revision"] {
+    for label in ["title", "revision"] {
         let value = inspect(&format!(
             r#"{{{{index .Config.Labels "org.opencontainers.image.{label}"}}}}"#
         ));
         assert!(!value.is_empty(), "label {label} is missing");
     }
+    // No made-up address: the source label is empty unless SOURCE_URL is given.
+    assert!(
+        inspect("{{json .Config.Labels}}").contains(r#""org.opencontainers.image.source":"""#),
+        "the source label must be present and empty by default"
+    );
     assert_eq!(inspect("{{.Config.StopSignal}}"), "SIGTERM");
     assert_eq!(
         inspect("{{json .Config.ExposedPorts}}"),
