@@ -115,11 +115,13 @@ fn compose_page_counts_names_its_replica_and_explains_an_outage() {
     browser.reload();
     assert_eq!(
         browser.text("#problem-title").as_deref(),
-        Some("Redis is not answering")
+        Some("Redis cannot be reached")
     );
     let detail = browser.text("#problem-detail").unwrap_or_default();
     assert!(
-        detail.contains(&format!("Replica {hostname} could not reach")),
+        detail.contains(&format!(
+            "Replica {hostname} could not count this view: Redis cannot be reached."
+        )),
         "{detail}"
     );
     assert!(detail.contains("This view was not counted."), "{detail}");
