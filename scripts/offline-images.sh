@@ -3,8 +3,8 @@
 # container registry. Everything comes from Debian packages (debootstrap + docker import),
 # plus this machine's own Rust toolchain for the builder.
 #
-#   sudo scripts/offline-images.sh            # build what is missing
-#   sudo scripts/offline-images.sh --force    # rebuild all three
+#   sudo scripts/offline-images.sh            # build the ones that are missing
+#   sudo scripts/offline-images.sh --force    # rebuild them all
 #
 # Then point the Dockerfile and compose files at them (see README, "Offline / air gap"):
 #   BUILDER_IMAGE=counter-offline/rust:bookworm  REDIS_IMAGE=counter-offline/redis:bookworm
@@ -15,6 +15,10 @@ SUITE=bookworm
 BASE_IMAGE=counter-offline/debian:$SUITE
 BUILDER_IMAGE=counter-offline/rust:$SUITE
 REDIS_IMAGE=counter-offline/redis:$SUITE
+# For the many-machines lab (lab/swarm): Docker nodes and the registry they pull from.
+NODE_IMAGE=counter-offline/dind:$SUITE
+REGISTRY_IMAGE=counter-offline/registry:$SUITE
+ALL_IMAGES=("$BASE_IMAGE" "$BUILDER_IMAGE" "$REDIS_IMAGE" "$NODE_IMAGE" "$REGISTRY_IMAGE")
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
 die() { echo "offline-images: $*" >&2; exit 1; }
@@ -22,8 +26,10 @@ have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
 force=false
 [ "${1:-}" = "--force" ] && force=true
-if ! $force && have_image "$BASE_IMAGE" && have_image "$BUILDER_IMAGE" && have_image "$REDIS_IMAGE"; then
-  echo "offline-images: $BASE_IMAGE, $BUILDER_IMAGE and $REDIS_IMAGE exist (use --force to rebuild)"
+missing=false
+for image in "${ALL_IMAGES[@]}"; do have_image "$image" || missing=true; done
+if ! $force && ! $missing; then
+  echo "offline-images: ${ALL_IMAGES[*]} exist (use --force to rebuild)"
   exit 0
 fi
 
@@ -46,9 +52,13 @@ trap cleanup EXIT
 chroot_install() {
   local root=$1; shift
   mount -t proc proc "$root/proc"
+  # No service may start inside the chroot (docker.io's would try).
+  printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+  chmod +x "$root/usr/sbin/policy-rc.d"
   DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y --no-install-recommends "$@" \
     >"$work/apt.log" 2>&1 || { cat "$work/apt.log" >&2; die "apt-get install $* failed"; }
   chroot "$root" apt-get clean
+  rm -f "$root/usr/sbin/policy-rc.d"
   umount "$root/proc"
 }
 
@@ -70,28 +80,72 @@ cp "$CA_BUNDLE" "$base/etc/ssl/certs/ca-certificates.crt"
 chroot "$base" apt-get update -qq >/dev/null
 
 # debian:bookworm-slim stand-in, with curl for the test clients.
-cp -a "$base" "$work/debian"
-chroot_install "$work/debian" curl ca-certificates
-cp "$CA_BUNDLE" "$work/debian/etc/ssl/certs/ca-certificates.crt"
-import "$work/debian" "$BASE_IMAGE" --change 'CMD ["bash"]'
+if $force || ! have_image "$BASE_IMAGE"; then
+  cp -a "$base" "$work/debian"
+  chroot_install "$work/debian" curl ca-certificates
+  cp "$CA_BUNDLE" "$work/debian/etc/ssl/certs/ca-certificates.crt"
+  import "$work/debian" "$BASE_IMAGE" --change 'CMD ["bash"]'
+fi
 
 # redis stand-in: Debian's redis-server, laid out like the official image (/data, port 6379).
-cp -a "$base" "$work/redis"
-chroot_install "$work/redis" redis-server
-mkdir -p "$work/redis/data"
-chroot "$work/redis" chown redis:redis /data
-import "$work/redis" "$REDIS_IMAGE" \
-  --change 'WORKDIR /data' --change 'EXPOSE 6379' --change 'CMD ["redis-server"]'
+if $force || ! have_image "$REDIS_IMAGE"; then
+  cp -a "$base" "$work/redis"
+  chroot_install "$work/redis" redis-server
+  mkdir -p "$work/redis/data"
+  chroot "$work/redis" chown redis:redis /data
+  import "$work/redis" "$REDIS_IMAGE" \
+    --change 'WORKDIR /data' --change 'EXPOSE 6379' --change 'CMD ["redis-server"]'
+fi
 
 # rust stand-in: gcc and libc for linking (static glibc included), this machine's toolchain.
-cp -a "$base" "$work/rust"
-chroot_install "$work/rust" gcc libc6-dev ca-certificates
-cp "$CA_BUNDLE" "$work/rust/etc/ssl/certs/ca-certificates.crt"
-mkdir -p "$work/rust/usr/local/rust" "$work/rust/usr/local/cargo"
-# Docs and sources are not needed to build; lib/rustlib/*/bin (rust-lld) is.
-tar -C "$sysroot" --exclude=./share/doc --exclude=./lib/rustlib/src -c . \
-  | tar -C "$work/rust/usr/local/rust" -x
-import "$work/rust" "$BUILDER_IMAGE" \
-  --change 'ENV CARGO_HOME=/usr/local/cargo' \
-  --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  --change 'CMD ["bash"]'
+if $force || ! have_image "$BUILDER_IMAGE"; then
+  cp -a "$base" "$work/rust"
+  chroot_install "$work/rust" gcc libc6-dev ca-certificates
+  cp "$CA_BUNDLE" "$work/rust/etc/ssl/certs/ca-certificates.crt"
+  mkdir -p "$work/rust/usr/local/rust" "$work/rust/usr/local/cargo"
+  # Docs and sources are not needed to build; lib/rustlib/*/bin (rust-lld) is.
+  tar -C "$sysroot" --exclude=./share/doc --exclude=./lib/rustlib/src -c . \
+    | tar -C "$work/rust/usr/local/rust" -x
+  import "$work/rust" "$BUILDER_IMAGE" \
+    --change 'ENV CARGO_HOME=/usr/local/cargo' \
+    --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["bash"]'
+fi
+
+# docker:dind stand-in: Debian's Docker engine, for the nodes of the many-machines lab.
+if $force || ! have_image "$NODE_IMAGE"; then
+  cp -a "$base" "$work/dind"
+  chroot_install "$work/dind" docker.io iptables ca-certificates procps
+  import "$work/dind" "$NODE_IMAGE" --change 'VOLUME /var/lib/docker' --change 'CMD ["dockerd"]'
+fi
+
+# registry:2 stand-in: Debian's docker-registry, configured like the official image
+# (port 5000, storage in /var/lib/registry, no authentication).
+if $force || ! have_image "$REGISTRY_IMAGE"; then
+  cp -a "$base" "$work/registry"
+  chroot_install "$work/registry" docker-registry
+  mkdir -p "$work/registry/var/lib/registry"
+  cat >"$work/registry/etc/docker/registry/config.yml" <<'YAML'
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+YAML
+  import "$work/registry" "$REGISTRY_IMAGE" --change 'EXPOSE 5000' \
+    --change 'VOLUME /var/lib/registry' \
+    --change 'CMD ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/config.yml"]'
+fi

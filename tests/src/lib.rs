@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod fuzz;
+pub mod lab;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,7 +31,7 @@ pub fn client_image() -> String {
     image_setting("CLIENT_IMAGE", "counter-offline/debian:bookworm")
 }
 
-fn image_setting(var: &str, default: &str) -> String {
+pub(crate) fn image_setting(var: &str, default: &str) -> String {
     std::env::var(var)
         .ok()
         .filter(|v| !v.is_empty())
@@ -136,6 +137,19 @@ pub fn build_web_fe_image() {
                 .arg(&root),
         );
     });
+}
+
+/// Builds a second web-fe that looks different (version and accent), for rolling updates.
+pub fn build_web_fe_variant(tag: &str, version: &str, accent: &str) {
+    checked(
+        Command::new("docker")
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", tag])
+            .args(["--build-arg", &format!("BUILDER_IMAGE={}", builder_image())])
+            .args(["--build-arg", &format!("COUNTER_VERSION={version}")])
+            .args(["--build-arg", &format!("COUNTER_ACCENT={accent}")])
+            .arg(repo_root()),
+    );
 }
 
 /// Polls `ready` every 250 ms until it returns Some, or panics after `timeout`.
@@ -583,7 +597,10 @@ pub fn service_containers(service: &str) -> Vec<String> {
 }
 
 /// Deploys stack.yml as `stack` with the given web-fe image and waits for 10/10 replicas.
+/// Redis goes to the node labelled for it, as the README's walkthrough labels it.
 pub fn deploy_stack(stack: &str, web_fe_image: &str) {
+    let node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
+    docker_ok(&["node", "update", "--label-add", "counter-redis=true", &node]);
     checked(
         Command::new("docker")
             .current_dir(repo_root())

@@ -9,10 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use e2e::{
-    CONVERGE, Cleanup, WEB_FE_IMAGE, build_web_fe_image, builder_image, check_redis_locked,
-    check_web_fe_hardening, checked, client_image, deploy_stack, docker, docker_ok, exclusive,
-    join_swarm, redis_hits, reliability_row, remove_stack, repo_root, running_tasks,
-    service_containers, wait_for,
+    CONVERGE, Cleanup, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant, check_redis_locked,
+    check_web_fe_hardening, client_image, deploy_stack, docker, docker_ok, exclusive, join_swarm,
+    redis_hits, reliability_row, remove_stack, running_tasks, service_containers, wait_for,
 };
 
 const V2_IMAGE: &str = "counter-web-fe:e2e-v2";
@@ -261,19 +260,7 @@ fn service_image(service: &str) -> String {
 /// baked in makes it exit at start. (A broken HEALTHCHECK in an image would not do: the
 /// stack's own health check replaces it.)
 fn build_second_images() {
-    checked(
-        Command::new("docker")
-            .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "-q", "-t", V2_IMAGE])
-            .args(["--build-arg", &format!("BUILDER_IMAGE={}", builder_image())])
-            .args([
-                "--build-arg",
-                "COUNTER_VERSION=2.0.0-e2e",
-                "--build-arg",
-                "COUNTER_ACCENT=#c2410c",
-            ])
-            .arg(repo_root()),
-    );
+    build_web_fe_variant(V2_IMAGE, "2.0.0-e2e", "#c2410c");
     let dockerfile = format!("FROM {V2_IMAGE}\nENV WORKERS=0\n");
     let mut build = Command::new("docker")
         .env("DOCKER_BUILDKIT", "0")

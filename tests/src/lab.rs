@@ -1,0 +1,328 @@
+//! The many-machines lab (`lab/swarm`) driven from tests: nodes, their engines, the stack
+//! deployed across them, and bounded load from a client container on the overlay network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{checked, client_image, image_setting, redis_image, repo_root, wait_for};
+
+/// Where the stack's tasks reach each other, and where the client joins.
+pub const NETWORK: &str = "counter_counter-net";
+pub const WEB: &str = "counter_web-fe";
+pub const REDIS: &str = "counter_redis";
+/// The node the lab pins Redis and its volume to.
+pub const REDIS_NODE: &str = "worker1";
+/// How long swarm may take to converge after a change across nested engines.
+pub const SETTLE: Duration = Duration::from_secs(180);
+
+pub fn node_image() -> String {
+    image_setting("LAB_NODE_IMAGE", "counter-offline/dind:bookworm")
+}
+
+pub fn registry_image() -> String {
+    image_setting("LAB_REGISTRY_IMAGE", "counter-offline/registry:bookworm")
+}
+
+/// A lab that is up; `down` runs when it is dropped, passed or failed.
+pub struct Lab {
+    /// The client image, as the nodes pull it from the lab registry.
+    pub client: String,
+    /// Seconds `lab/swarm up` took.
+    pub up_seconds: f64,
+}
+
+impl Lab {
+    /// `lab/swarm up` with `web_fe_image` pushed to the lab registry, plus the client image.
+    pub fn up(web_fe_image: &str) -> Self {
+        // A lab left by a killed run would make `up` refuse; this one is ours to replace.
+        let _ = lab(&["down"]).output();
+        let started = Instant::now();
+        checked(lab(&["up"]).env("WEB_FE_IMAGE", web_fe_image));
+        let up_seconds = started.elapsed().as_secs_f64();
+        let client = checked(&mut lab(&["push", &client_image(), "client:latest"]));
+        Self { client, up_seconds }
+    }
+
+    /// `docker` on the first manager.
+    pub fn docker(&self, args: &[&str]) -> String {
+        checked(&mut lab(&[&["docker"], args].concat()))
+    }
+
+    /// The same, for a command that is expected to fail: (succeeded, stdout + stderr).
+    pub fn try_docker(&self, args: &[&str]) -> (bool, String) {
+        let out = lab(&[&["docker"], args].concat())
+            .output()
+            .expect("lab/swarm runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    /// A command on one node's own engine or shell.
+    pub fn on(&self, node: &str, args: &[&str]) -> String {
+        checked(&mut lab(&[&["node", node], args].concat()))
+    }
+
+    pub fn push(&self, image: &str, name: &str) -> String {
+        checked(&mut lab(&["push", image, name]))
+    }
+
+    /// `docker stack deploy` of the repository's stack.yml on the lab, as `lab/swarm deploy`.
+    pub fn deploy(&self) {
+        checked(lab(&["deploy"]).env("REDIS_IMAGE", redis_image()));
+        self.wait_replicas(10);
+    }
+
+    pub fn wait_replicas(&self, wanted: usize) {
+        wait_for(
+            &format!("{wanted}/{wanted} web-fe replicas"),
+            SETTLE,
+            || {
+                let running = self.tasks_by_node().values().sum::<usize>();
+                let shown = self.docker(&[
+                    "service",
+                    "ls",
+                    "--filter",
+                    &format!("name={WEB}"),
+                    "--format",
+                    "{{.Replicas}}",
+                ]);
+                (running == wanted && shown == format!("{wanted}/{wanted}")).then_some(())
+            },
+        );
+    }
+
+    /// Running web-fe tasks per node hostname.
+    pub fn tasks_by_node(&self) -> BTreeMap<String, usize> {
+        let mut nodes = BTreeMap::new();
+        let listing = self.docker(&[
+            "service",
+            "ps",
+            WEB,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Node}} {{.CurrentState}}",
+        ]);
+        for line in listing.lines().filter(|l| l.contains(" Running")) {
+            let node = line.split_whitespace().next().unwrap_or_default();
+            *nodes.entry(node.to_owned()).or_default() += 1;
+        }
+        nodes
+    }
+
+    /// `hostname: (status, availability, manager status)` from `docker node ls`.
+    pub fn nodes(&self) -> BTreeMap<String, (String, String, String)> {
+        self.docker(&[
+            "node",
+            "ls",
+            "--format",
+            "{{.Hostname}}|{{.Status}}|{{.Availability}}|{{.ManagerStatus}}",
+        ])
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('|').map(str::to_owned);
+            Some((
+                f.next()?,
+                (f.next()?, f.next()?, f.next().unwrap_or_default()),
+            ))
+        })
+        .collect()
+    }
+
+    pub fn wait_node(&self, node: &str, status: &str) {
+        wait_for(&format!("node {node} {status}"), SETTLE, || {
+            self.nodes()
+                .get(node)
+                .filter(|(s, _, _)| s == status)
+                .map(drop)
+        });
+    }
+
+    pub fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        wait_for(what, SETTLE, || done().then_some(()));
+    }
+
+    /// The overlay addresses of the web-fe replicas running on `node`.
+    pub fn task_addresses(&self, node: &str) -> BTreeSet<String> {
+        let ids = self.on(
+            node,
+            &[
+                "docker",
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name={WEB}"),
+            ],
+        );
+        ids.lines()
+            .map(|id| {
+                self.on(
+                    node,
+                    &[
+                        "docker",
+                        "inspect",
+                        "-f",
+                        &format!(
+                            "{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}"
+                        ),
+                        id,
+                    ],
+                )
+            })
+            .collect()
+    }
+
+    /// Asks `/api` from the client until the status is `status`; returns the answer's body.
+    pub fn wait_for_answer(&self, what: &str, status: &str) -> String {
+        wait_for(what, SETTLE, || {
+            let out = self.in_client(
+                "curl -s --max-time 5 -w '\n%{http_code}' http://tasks.web-fe:8080/api || true",
+            );
+            let (body, code) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
+            (code.trim() == status).then(|| body.to_owned())
+        })
+    }
+
+    /// The node container's engine, for `docker kill` / `docker start` of a whole machine.
+    pub fn machine(node: &str) -> String {
+        format!("counter-lab-{node}")
+    }
+
+    /// The `hits` key, read with redis-cli in the Redis task on its node.
+    pub fn hits(&self) -> u64 {
+        let redis = wait_for("the Redis task", SETTLE, || {
+            let id = self.on(
+                REDIS_NODE,
+                &[
+                    "docker",
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &format!("label=com.docker.swarm.service.name={REDIS}"),
+                ],
+            );
+            (!id.is_empty()).then_some(id)
+        });
+        let value = self.on(
+            REDIS_NODE,
+            &[
+                "docker",
+                "exec",
+                &redis,
+                "sh",
+                "-c",
+                "REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli get hits",
+            ],
+        );
+        value.trim().parse().unwrap_or(0)
+    }
+
+    /// Runs `script` in a throwaway client container on the overlay network.
+    pub fn in_client(&self, script: &str) -> String {
+        self.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            NETWORK,
+            &self.client,
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
+    /// Starts bounded load: `loops` curl loops resolving `tasks.web-fe` for each connection,
+    /// at most 20,000 requests per loop and 5 minutes.
+    pub fn load(&self, loops: u32) -> LabLoad<'_> {
+        let name = format!("counter-lab-client-{}", std::process::id());
+        let _ = self.try_docker(&["rm", "-f", &name]);
+        let script = format!(
+            "end=$(( $(date +%s) + 300 )); \
+             for w in $(seq {loops}); do ( n=0; \
+               while [ ! -e /tmp/stop ] && [ $(date +%s) -lt $end ] && [ $n -lt 20000 ]; do \
+                 curl -s -o /dev/null -w '%{{http_code}} %{{remote_ip}}\\n' --connect-timeout 2 \
+                   --max-time 5 http://tasks.web-fe:8080/api; n=$((n+1)); \
+               done ) & \
+             done; wait"
+        );
+        self.docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            NETWORK,
+            &self.client,
+            "sh",
+            "-c",
+            &script,
+        ]);
+        LabLoad { lab: self, name }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = lab(&["down"]).status();
+    }
+}
+
+/// Load running in the lab; [`LabLoad::finish`] stops it and counts the answers.
+pub struct LabLoad<'a> {
+    lab: &'a Lab,
+    name: String,
+}
+
+/// What the client saw: answers by status, and the replicas' addresses that failed.
+#[derive(Debug, Default)]
+pub struct LabReport {
+    pub ok: u64,
+    pub failed: BTreeMap<String, u64>,
+    pub failed_addresses: BTreeMap<String, u64>,
+}
+
+impl LabReport {
+    pub fn failures(&self) -> u64 {
+        self.failed.values().sum()
+    }
+}
+
+impl LabLoad<'_> {
+    pub fn finish(self) -> LabReport {
+        let lab = self.lab;
+        let _ = lab.try_docker(&["exec", &self.name, "touch", "/tmp/stop"]);
+        lab.docker(&["wait", &self.name]);
+        let log = lab.docker(&["logs", &self.name]);
+        let _ = lab.try_docker(&["rm", "-f", &self.name]);
+        let mut report = LabReport::default();
+        for line in log.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(code), address) = (parts.next(), parts.next().unwrap_or("none")) else {
+                continue;
+            };
+            if code == "200" {
+                report.ok += 1;
+            } else {
+                *report.failed.entry(code.to_owned()).or_default() += 1;
+                *report
+                    .failed_addresses
+                    .entry(address.to_owned())
+                    .or_default() += 1;
+            }
+        }
+        report
+    }
+}
+
+/// `lab/swarm` with the stand-in node and registry images (or the ones set).
+fn lab(args: &[&str]) -> Command {
+    let mut command = Command::new(repo_root().join("lab/swarm"));
+    command
+        .args(args)
+        .env("LAB_NODE_IMAGE", node_image())
+        .env("LAB_REGISTRY_IMAGE", registry_image())
+        .env("REDIS_IMAGE", redis_image());
+    command
+}
