@@ -27,8 +27,8 @@ fn a_five_node_swarm_runs_the_walkthrough_across_machines() {
     lab.deploy();
     replicas_spread_over_nodes_and_share_one_count(&lab);
     report_cost(&lab);
-    draining_a_worker_moves_its_tasks_and_loses_nothing(&lab);
     losing_a_worker_machine_heals_and_it_rejoins(&lab);
+    draining_a_worker_moves_its_tasks_and_loses_nothing(&lab);
     losing_quorum_refuses_changes_but_keeps_serving(&lab);
     rolling_to_v2_through_the_registry_fails_no_request(&lab);
     losing_the_redis_machine_answers_503_and_keeps_the_count(&lab);
@@ -61,22 +61,16 @@ fn replicas_spread_over_nodes_and_share_one_count(lab: &Lab) {
     let before = lab.hits();
     let answers =
         lab.in_client("for i in $(seq 80); do curl -s http://tasks.web-fe:8080/api; echo; done");
-    let field = |json: &str, key: &str| -> String {
-        let start = json.find(&format!("\"{key}\":")).map(|i| i + key.len() + 3);
-        start
-            .map(|i| {
-                json[i..]
-                    .chars()
-                    .take_while(|c| *c != ',' && *c != '"')
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let lines: Vec<&str> = answers.lines().filter(|l| l.starts_with('{')).collect();
-    let hosts: BTreeSet<String> = lines.iter().map(|l| field(l, "hostname")).collect();
-    let nodes: BTreeSet<String> = lines.iter().map(|l| field(l, "node")).collect();
-    let counts: BTreeSet<String> = lines.iter().map(|l| field(l, "count")).collect();
-    assert_eq!(lines.len(), 80, "{answers}");
+    let views: Vec<serde_json::Value> = answers
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let set =
+        |key: &str| -> BTreeSet<String> { views.iter().map(|v| v[key].to_string()).collect() };
+    let (hosts, nodes, counts) = (set("hostname"), set("node"), set("count"));
+    let failed: Vec<_> = views.iter().filter(|v| !v["count"].is_u64()).collect();
+    assert!(failed.is_empty(), "views not counted: {failed:?}");
+    assert_eq!(views.len(), 80, "{answers}");
     assert_eq!(hosts.len(), 10, "distinct replicas: {hosts:?}");
     assert!(nodes.len() >= 4, "nodes named on the pages: {nodes:?}");
     assert_eq!(
@@ -158,6 +152,11 @@ fn under_load(
 }
 
 fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab) {
+    // worker2 came back empty (swarm does not rebalance); new tasks go to the emptiest node.
+    lab.docker(&["service", "scale", "--detach=false", &format!("{WEB}=12")]);
+    lab.wait_replicas(12);
+    let on_worker2 = lab.tasks_by_node().get("worker2").copied().unwrap_or(0);
+    assert!(on_worker2 > 0, "worker2 runs no task to drain");
     let report = under_load(
         lab,
         "Worker drained",
@@ -166,9 +165,9 @@ fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab) {
             lab.docker(&["node", "update", "--availability", "drain", "worker2"]);
             lab.wait_until("worker2's tasks to move", || {
                 let spread = lab.tasks_by_node();
-                !spread.contains_key("worker2") && spread.values().sum::<usize>() == 10
+                !spread.contains_key("worker2") && spread.values().sum::<usize>() == 12
             });
-            "10/10 on the other nodes".into()
+            format!("{on_worker2} tasks moved, 12/12 on the other nodes")
         },
     );
     assert_eq!(
@@ -219,8 +218,9 @@ fn losing_a_worker_machine_heals_and_it_rejoins(lab: &Lab) {
 fn losing_quorum_refuses_changes_but_keeps_serving(lab: &Lab) {
     docker_ok(&["stop", &Lab::machine("manager3")]);
     lab.wait_node("manager3", "Down");
-    lab.docker(&["service", "scale", "--detach=false", &format!("{WEB}=12")]);
-    lab.wait_replicas(12);
+    // 2 of 3 managers: still a majority, so changes go through.
+    lab.docker(&["service", "scale", "--detach=false", &format!("{WEB}=10")]);
+    lab.wait_replicas(10);
     let mut refusal = String::new();
     under_load(
         lab,
@@ -292,7 +292,18 @@ fn losing_the_redis_machine_answers_503_and_keeps_the_count(lab: &Lab) {
         answer.contains("could not count this view: Redis"),
         "{answer}"
     );
-    assert!(answer.contains("This view was not counted."), "{answer}");
+    // A connection open to the dead machine gets no answer, so a view sent on it may have
+    // been counted; one that could not connect was not. Either way the page says which.
+    assert!(
+        answer.contains("This view was not counted.")
+            || answer.contains("This view may have been counted."),
+        "{answer}"
+    );
+    let probes = lab.in_client(
+        "for i in $(seq 10); do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 5 http://tasks.web-fe:8080/api; done",
+    );
+    let unavailable = probes.lines().filter(|l| l.trim() == "503").count();
+    assert_eq!(unavailable, 10, "while Redis's machine is down: {probes}");
     lab.wait_node(REDIS_NODE, "Down");
     docker_ok(&["start", &Lab::machine(REDIS_NODE)]);
     let first_200 = lab.wait_for_answer("a 200 once it is back", "200");
@@ -303,15 +314,13 @@ fn losing_the_redis_machine_answers_503_and_keeps_the_count(lab: &Lab) {
         .and_then(|r| r.split(',').next())
         .and_then(|n| n.parse().ok())
         .expect("a count in the answer");
+    let lost = i64::try_from(before + 1).unwrap() - i64::try_from(count).unwrap();
     reliability_row(&format!(
-        "Redis's machine killed | `docker kill` of node {REDIS_NODE}, then `docker start` | - | 503 while down | 0 | count {before} → {count} after {:.0} s",
+        "Redis's machine killed | `docker kill` of node {REDIS_NODE}, then `docker start` | {} | {unavailable} (503, each naming its replica) | {lost} | count {before} → {count}, first 200 after {:.0} s",
+        unavailable + 1,
         back.as_secs_f64()
     ));
-    assert_eq!(
-        count,
-        before + 1,
-        "the count did not resume where it stopped"
-    );
+    assert_eq!(lost, 0, "the count did not resume where it stopped");
 }
 
 fn down_leaves_nothing_behind() {
