@@ -19,10 +19,8 @@ use actix_web::middleware::Next;
 use actix_web::web::{Bytes, Data};
 use actix_web::{Error, HttpResponse};
 
+use crate::rejections::PIPELINED;
 use crate::state::AppState;
-
-/// The error that drops a connection instead of serving a request pipelined after a close.
-pub const PIPELINED: &str = "request pipelined after Connection: close";
 
 /// What one connection has been told so far.
 pub struct ConnectionState {

@@ -1,15 +1,18 @@
 //! web-fe: counts page views in Redis and shows which replica served each one.
 
+// What `main` uses is public; the rest is the service's own business.
 pub mod build_info;
+mod clock;
 pub mod configuration;
-pub mod guard;
+mod echo;
+mod guard;
 pub mod healthcheck;
-pub mod metrics;
+mod metrics;
 pub mod privileges;
-pub mod rejections;
-pub mod replica;
-pub mod routes;
+mod rejections;
+mod replica;
+mod routes;
 pub mod startup;
-pub mod state;
-pub mod store;
+mod state;
+mod store;
 pub mod telemetry;

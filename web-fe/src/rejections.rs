@@ -17,6 +17,10 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, Layer};
 
+/// The error `guard` fails a body with to drop a connection instead of serving a request
+/// pipelined after a close; actix logs it, and it is no connection error.
+pub const PIPELINED: &str = "request pipelined after Connection: close";
+
 /// Where actix reports parse errors, slow heads and broken connections.
 pub const ACTIX_DISPATCHER: &str = "actix_http::h1::dispatcher";
 
@@ -59,7 +63,7 @@ impl Rejection {
             Some(Self::HeadTooLarge)
         } else if level == Level::ERROR
             && !message.starts_with("stream error: request parse")
-            && !message.contains(crate::guard::PIPELINED)
+            && !message.contains(PIPELINED)
         {
             // "stream error" repeats a parse error counted above; other errors count here.
             Some(Self::ConnectionError)
@@ -111,7 +115,7 @@ impl Counts {
         self.counts[i].fetch_add(1, Relaxed);
         let mut summary = self.log.lock().unwrap_or_else(|e| e.into_inner());
         summary.since[i] += 1;
-        summary.last_message = crate::telemetry::clip(message, 200).to_owned();
+        summary.last_message = crate::echo::clip(message, 200).to_owned();
         let due = summary.last_line.is_none_or(|at| at.elapsed() >= LOG_EVERY);
         if due {
             let line = summary.line();

@@ -14,6 +14,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::configuration::{ConfigError, LogFormat, Settings};
+use crate::echo::clip;
 use crate::rejections;
 use crate::state::AppState;
 
@@ -67,24 +68,4 @@ pub async fn observe_request(
         );
     }
     Ok(response)
-}
-
-/// The first `max_chars` characters of `text`: request input is echoed and logged cut short.
-pub fn clip(text: &str, max_chars: usize) -> &str {
-    match text.char_indices().nth(max_chars) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clip;
-
-    #[test]
-    fn clip_counts_characters_not_bytes() {
-        assert_eq!(clip("é漢xyz", 2), "é漢");
-        assert_eq!(clip("/short", 80), "/short");
-        assert_eq!(clip("", 3), "");
-    }
 }

@@ -9,7 +9,9 @@ use askama::Template;
 use super::errors;
 use super::view::{ReplicaView, VisitView, placement};
 use crate::build_info;
-use crate::state::{AppState, unix_millis};
+use crate::clock::unix_millis;
+use crate::echo::shorten;
+use crate::state::AppState;
 use crate::store::{Store, StoreError};
 
 /// Auto-refresh bounds, in seconds: fast enough to watch, slow enough to read.
@@ -110,7 +112,7 @@ fn refresh_option(query: &str) -> Result<Option<u32>, String> {
         Ok(secs) if REFRESH_SECONDS.contains(&secs) => Ok(Some(secs)),
         _ => Err(format!(
             "refresh={} is not a number of seconds from {} to {}.",
-            errors::shorten(value),
+            shorten(value),
             REFRESH_SECONDS.start(),
             REFRESH_SECONDS.end()
         )),

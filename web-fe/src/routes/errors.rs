@@ -9,9 +9,9 @@ use askama::Template;
 use serde_json::json;
 
 use crate::build_info;
+use crate::echo::shorten;
 use crate::state::AppState;
 use crate::store::{StoreError, Trouble};
-use crate::telemetry::clip;
 
 /// What went wrong, in words for the person reading it.
 pub struct Problem {
@@ -184,14 +184,4 @@ pub async fn method_not_allowed_text(req: HttpRequest) -> HttpResponse {
     respond(&problem)
         .content_type("text/plain; charset=utf-8")
         .body(format!("{}\n", problem.detail))
-}
-
-/// Echoed input is cut short so an 8 KiB path does not come back whole.
-pub fn shorten(text: &str) -> String {
-    let clipped = clip(text, 80);
-    if clipped.len() < text.len() {
-        format!("{clipped}…")
-    } else {
-        text.to_owned()
-    }
 }

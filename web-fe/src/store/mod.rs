@@ -128,7 +128,7 @@ impl Store {
             .max_size(1)
             .build()
             .expect("no runtime-dependent timeouts are set");
-        let started = crate::state::unix_millis();
+        let started = crate::clock::unix_millis();
         Self {
             pool,
             timeout,
