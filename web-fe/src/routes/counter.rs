@@ -6,7 +6,7 @@ use actix_web::web::{Data, Query};
 use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::errors;
+use super::errors::{AppError, Form, Problem};
 use super::view::{ReplicaView, VisitView, placement};
 use crate::build_info;
 use crate::clock::unix_millis;
@@ -26,34 +26,33 @@ struct Page<'a> {
     refresh: Option<u32>,
 }
 
-pub async fn page(req: HttpRequest, state: Data<AppState>, store: Data<Store>) -> HttpResponse {
-    let refresh = match refresh_option(req.query_string()) {
-        Ok(refresh) => refresh,
-        Err(problem) => return errors::html(&state, errors::Problem::bad_request(problem)),
-    };
-    let view = match count_visit(&state, &store).await {
-        Ok(view) => view,
-        Err(e) => return errors::html(&state, errors::Problem::redis_down(&state, &e)),
-    };
+pub async fn page(
+    req: HttpRequest,
+    state: Data<AppState>,
+    store: Data<Store>,
+) -> Result<HttpResponse, AppError> {
+    let fail = |problem| AppError::new(&state, Form::Html, problem);
+    let refresh = refresh_option(req.query_string()).map_err(|p| fail(Problem::bad_request(p)))?;
+    let view = count_visit(&state, &store)
+        .await
+        .map_err(|e| fail(Problem::redis_down(&state, &e)))?;
     let page = Page {
         placement: placement(view.slot.as_deref(), view.node.as_deref()),
         view: &view,
         accent: build_info::ACCENT,
         refresh,
     };
-    match page.render() {
-        Ok(body) => fresh(HttpResponse::Ok())
-            .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
-            .body(body),
-        Err(e) => errors::html(&state, errors::Problem::internal(e)),
-    }
+    let body = page.render().map_err(|e| fail(Problem::internal(e)))?;
+    Ok(fresh(HttpResponse::Ok())
+        .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
+        .body(body))
 }
 
-pub async fn api(state: Data<AppState>, store: Data<Store>) -> HttpResponse {
-    match count_visit(&state, &store).await {
-        Ok(view) => fresh(HttpResponse::Ok()).json(view),
-        Err(e) => errors::json(&state, errors::Problem::redis_down(&state, &e)),
-    }
+pub async fn api(state: Data<AppState>, store: Data<Store>) -> Result<HttpResponse, AppError> {
+    let view = count_visit(&state, &store)
+        .await
+        .map_err(|e| AppError::new(&state, Form::Json, Problem::redis_down(&state, &e)))?;
+    Ok(fresh(HttpResponse::Ok()).json(view))
 }
 
 /// HEAD on `/`: the status and headers a GET would get, without counting a view.

@@ -1,10 +1,12 @@
 //! Error answers in the form the client reads: an HTML page for browsers, JSON under
 //! `/api`, plain text for probes. Each one names the replica that answered.
 
+use std::fmt;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, CACHE_CONTROL, RETRY_AFTER};
 use actix_web::web::Data;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use askama::Template;
 use serde_json::json;
 
@@ -14,6 +16,7 @@ use crate::state::AppState;
 use crate::store::{StoreError, Trouble};
 
 /// What went wrong, in words for the person reading it.
+#[derive(Debug)]
 pub struct Problem {
     status: StatusCode,
     title: &'static str,
@@ -111,77 +114,118 @@ fn hint(trouble: Trouble) -> &'static str {
     }
 }
 
+/// The form the client reads an error in.
+#[derive(Debug, Clone, Copy)]
+pub enum Form {
+    /// A page, for browsers.
+    Html,
+    /// JSON, under `/api`.
+    Json,
+    /// One line, for probes.
+    Text,
+}
+
+/// Every error a handler answers with: what went wrong, for whom, and which replica says so.
+#[derive(Debug)]
+pub struct AppError {
+    problem: Problem,
+    form: Form,
+    hostname: String,
+    colour: String,
+}
+
+impl AppError {
+    pub fn new(state: &AppState, form: Form, problem: Problem) -> Self {
+        Self {
+            problem,
+            form,
+            hostname: state.replica.hostname.clone(),
+            colour: state.replica.colour.css(),
+        }
+    }
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.problem.title, self.problem.detail)
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        self.problem.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let problem = &self.problem;
+        let mut builder = HttpResponse::build(problem.status);
+        builder.insert_header((CACHE_CONTROL, "no-store"));
+        if problem.status == StatusCode::SERVICE_UNAVAILABLE {
+            builder.insert_header((RETRY_AFTER, "1"));
+        }
+        if problem.status == StatusCode::METHOD_NOT_ALLOWED {
+            builder.insert_header((ALLOW, "GET, HEAD"));
+        }
+        match self.form {
+            Form::Html => builder
+                .content_type("text/html; charset=utf-8")
+                .body(self.page()),
+            Form::Json => builder.json(json!({
+                "error": problem.title,
+                "detail": problem.detail,
+                "hint": problem.hint,
+                "status": problem.status.as_u16(),
+                "hostname": self.hostname,
+                "version": build_info::VERSION,
+            })),
+            Form::Text => builder
+                .content_type("text/plain; charset=utf-8")
+                .body(format!("{}\n", problem.detail)),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
     problem: &'a Problem,
     hostname: &'a str,
-    colour: String,
+    colour: &'a str,
     accent: &'static str,
     version: &'static str,
 }
 
-pub fn html(state: &AppState, problem: Problem) -> HttpResponse {
-    let page = ErrorPage {
-        problem: &problem,
-        hostname: &state.replica.hostname,
-        colour: state.replica.colour.css(),
-        accent: build_info::ACCENT,
-        version: build_info::VERSION,
-    };
-    // The template has no fallible parts; plain text is the fallback all the same.
-    let body = page
-        .render()
-        .unwrap_or_else(|_| format!("{}: {}\n", problem.title, problem.detail));
-    respond(&problem)
-        .content_type("text/html; charset=utf-8")
-        .body(body)
-}
-
-pub fn json(state: &AppState, problem: Problem) -> HttpResponse {
-    respond(&problem).json(json!({
-        "error": problem.title,
-        "detail": problem.detail,
-        "hint": problem.hint,
-        "status": problem.status.as_u16(),
-        "hostname": state.replica.hostname,
-        "version": build_info::VERSION,
-    }))
-}
-
-fn respond(problem: &Problem) -> actix_web::HttpResponseBuilder {
-    let mut builder = HttpResponse::build(problem.status);
-    builder.insert_header((CACHE_CONTROL, "no-store"));
-    if problem.status == StatusCode::SERVICE_UNAVAILABLE {
-        builder.insert_header((RETRY_AFTER, "1"));
+impl AppError {
+    fn page(&self) -> String {
+        let page = ErrorPage {
+            problem: &self.problem,
+            hostname: &self.hostname,
+            colour: &self.colour,
+            accent: build_info::ACCENT,
+            version: build_info::VERSION,
+        };
+        // The template has no fallible parts; plain text is the fallback all the same.
+        page.render().unwrap_or_else(|_| format!("{self}\n"))
     }
-    if problem.status == StatusCode::METHOD_NOT_ALLOWED {
-        builder.insert_header((ALLOW, "GET, HEAD"));
-    }
-    builder
 }
 
 /// 404 for any unknown path: JSON under /api, a page elsewhere.
-pub async fn not_found(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
-    let problem = Problem::not_found(req.path());
-    if req.path().starts_with("/api") {
-        json(&state, problem)
+pub async fn not_found(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, AppError> {
+    let form = if req.path().starts_with("/api") {
+        Form::Json
     } else {
-        html(&state, problem)
+        Form::Html
+    };
+    Err(AppError::new(&state, form, Problem::not_found(req.path())))
+}
+
+/// 405 with `Allow`, in the form the route's clients read.
+pub fn method_not_allowed(
+    form: Form,
+) -> impl Fn(HttpRequest, Data<AppState>) -> std::future::Ready<Result<HttpResponse, AppError>> + Clone
+{
+    move |req, state| {
+        let problem = Problem::method_not_allowed(req.method().as_str());
+        std::future::ready(Err(AppError::new(&state, form, problem)))
     }
-}
-
-pub async fn method_not_allowed_html(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
-    html(&state, Problem::method_not_allowed(req.method().as_str()))
-}
-
-pub async fn method_not_allowed_json(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
-    json(&state, Problem::method_not_allowed(req.method().as_str()))
-}
-
-pub async fn method_not_allowed_text(req: HttpRequest) -> HttpResponse {
-    let problem = Problem::method_not_allowed(req.method().as_str());
-    respond(&problem)
-        .content_type("text/plain; charset=utf-8")
-        .body(format!("{}\n", problem.detail))
 }

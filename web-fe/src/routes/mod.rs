@@ -8,6 +8,7 @@ mod view;
 
 use actix_web::web;
 
+use errors::Form;
 pub use errors::not_found;
 pub use health::healthz;
 
@@ -18,13 +19,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/")
             .route(web::get().to(counter::page))
             .route(web::head().to(counter::head_page))
-            .default_service(web::to(errors::method_not_allowed_html)),
+            .default_service(web::to(errors::method_not_allowed(Form::Html))),
     )
     .service(
         web::resource("/api")
             .route(web::get().to(counter::api))
             .route(web::head().to(counter::head_api))
-            .default_service(web::to(errors::method_not_allowed_json)),
+            .default_service(web::to(errors::method_not_allowed(Form::Json))),
     )
     .service(read_only("/healthz", health::healthz))
     .service(read_only("/readyz", health::readyz))
@@ -41,5 +42,5 @@ where
     web::resource(path)
         .route(web::get().to(handler.clone()))
         .route(web::head().to(handler))
-        .default_service(web::to(errors::method_not_allowed_text))
+        .default_service(web::to(errors::method_not_allowed(Form::Text)))
 }
