@@ -178,8 +178,14 @@ fn redis_outage_gives_fast_503_while_web_fe_stays_healthy() {
         let (status, body) = http_get(PORT, "/api").expect("web-fe answers");
         slowest = slowest.max(asked.elapsed());
         assert_eq!(status, 503, "{body}");
-        assert!(body.contains("Redis cannot be reached"), "{body}");
-        assert!(body.contains("This view was not counted."), "{body}");
+        // Unreachable, or (when the view went out on a connection Redis's exit cut without
+        // a word) no answer, which may have counted it: `hits` below tells which is true.
+        assert!(body.contains("could not count this view: Redis"), "{body}");
+        assert!(
+            body.contains("This view was not counted.")
+                || body.contains("This view may have been counted."),
+            "{body}"
+        );
     }
     assert!(slowest < Duration::from_secs(1), "a 503 took {slowest:?}");
     assert_eq!(http_get(PORT, "/readyz").map(|r| r.0), Some(503));
