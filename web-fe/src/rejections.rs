@@ -7,10 +7,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::{self, Write};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus::{IntCounterVec, Opts};
 use tracing::callsite::Identifier;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -74,10 +74,10 @@ impl Rejection {
 }
 
 /// Process-wide counts: the tracing subscriber is process-wide too.
-pub static REJECTED: Counts = Counts::new();
+pub static REJECTED: LazyLock<Counts> = LazyLock::new(Counts::new);
 
 pub struct Counts {
-    counts: [AtomicU64; 4],
+    counter: IntCounterVec,
     log: Mutex<Summary>,
 }
 
@@ -88,9 +88,20 @@ struct Summary {
 }
 
 impl Counts {
-    const fn new() -> Self {
+    fn new() -> Self {
+        let counter = IntCounterVec::new(
+            Opts::new(
+                "http_requests_rejected_total",
+                "Requests the HTTP parser answered itself, by status (none: a connection error).",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        for rejection in Rejection::ALL {
+            counter.with_label_values(&[rejection.status()]);
+        }
         Self {
-            counts: [const { AtomicU64::new(0) }; 4],
+            counter,
             log: Mutex::new(Summary {
                 last_line: None,
                 since: [0; 4],
@@ -99,20 +110,17 @@ impl Counts {
         }
     }
 
-    /// `(status label, count)` for each kind, for `/metrics`.
-    pub fn snapshot(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Rejection::ALL
-            .iter()
-            .zip(&self.counts)
-            .map(|(r, n)| (r.status(), n.load(Relaxed)))
+    /// For `/metrics`.
+    pub fn counter(&self) -> &IntCounterVec {
+        &self.counter
     }
 
     fn record(&self, rejection: Rejection, message: &str) {
+        self.counter.with_label_values(&[rejection.status()]).inc();
         let i = Rejection::ALL
             .iter()
             .position(|r| *r == rejection)
             .unwrap_or(0);
-        self.counts[i].fetch_add(1, Relaxed);
         let mut summary = self.log.lock().unwrap_or_else(|e| e.into_inner());
         summary.since[i] += 1;
         summary.last_message = crate::echo::clip(message, 200).to_owned();

@@ -21,7 +21,7 @@ impl AppState {
     pub fn new(replica: Replica, replica_stale: Duration, keep_alive: bool) -> Self {
         Self {
             replica,
-            metrics: Metrics::default(),
+            metrics: Metrics::new(crate::build_info::VERSION),
             replica_stale,
             keep_alive,
             draining: AtomicBool::new(false),

@@ -15,6 +15,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::configuration::{ConfigError, LogFormat, Settings};
 use crate::echo::clip;
+use crate::metrics::NO_ROUTE;
 use crate::rejections;
 use crate::state::AppState;
 
@@ -53,11 +54,13 @@ pub async fn observe_request(
     let state = req.app_data::<Data<AppState>>().cloned();
     let method = req.method().clone();
     let path = req.path().to_owned();
+    // The router's own pattern: a new route is labelled without a list to update.
+    let route = req.match_pattern().unwrap_or_else(|| NO_ROUTE.to_owned());
     let response = next.call(req).await?;
     let latency = started.elapsed();
     let status = response.status().as_u16();
     if let Some(state) = state {
-        state.metrics.observe_request(&path, status, latency);
+        state.metrics.observe_request(&route, status, latency);
         tracing::info!(
             replica = %state.replica.hostname,
             method = %method,

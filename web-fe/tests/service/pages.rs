@@ -169,3 +169,48 @@ async fn connections_close_after_each_response_unless_keep_alive_is_on() {
             .is_none_or(|v| v != "close")
     );
 }
+
+#[tokio::test]
+async fn metrics_pass_promtool_with_process_metrics_and_a_histogram_per_route() {
+    use std::io::Write as _;
+    let redis = Redis::start();
+    let web = WebFe::start(&redis.url(), &[]);
+    let http = client();
+    for path in ["/api", "/", "/missing", "/readyz"] {
+        http.get(web.url(path)).send().await.unwrap();
+    }
+    let metrics = text(&http, &web.url("/metrics")).await;
+    for family in [
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+        "http_request_duration_seconds_count{route=\"/\"} 1\n",
+        "http_request_duration_seconds_count{route=\"/api\"} 1\n",
+        "http_request_duration_seconds_count{route=\"other\"} 1\n",
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool is needed ({e}): it comes with Debian's prometheus package; .ci/run installs it")
+        });
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
