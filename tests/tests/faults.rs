@@ -155,9 +155,11 @@ fn sigkill_with_default_redis_persistence_is_measured() {
         "default persistence lost {lost} of {} acknowledged increments",
         report.ok
     );
+    // The property the row shows: without the append-only file, a SIGKILL loses views that
+    // were answered 200. That is why compose and the stack turn it on.
     assert!(
-        report.ok > 0,
-        "the load must have been served before the kill"
+        lost > 0,
+        "default persistence lost nothing this time: {report:?}, counted {counted}"
     );
 }
 
