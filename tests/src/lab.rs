@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::client::{ClientReport, request_loops};
 use crate::{checked, client_image, image_setting, redis_image, repo_root, wait_for};
 
 /// Where the stack's tasks reach each other, and where the client joins.
@@ -224,20 +225,10 @@ impl Lab {
         ])
     }
 
-    /// Starts bounded load: `loops` curl loops resolving `tasks.web-fe` for each connection,
-    /// at most 20,000 requests per loop and 5 minutes.
+    /// Starts bounded load: `loops` request loops in a client container (see [`request_loops`]).
     pub fn load(&self, loops: u32) -> LabLoad<'_> {
         let name = format!("counter-lab-client-{}", std::process::id());
         let _ = self.try_docker(&["rm", "-f", &name]);
-        let script = format!(
-            "end=$(( $(date +%s) + 300 )); \
-             for w in $(seq {loops}); do ( n=0; \
-               while [ ! -e /tmp/stop ] && [ $(date +%s) -lt $end ] && [ $n -lt 20000 ]; do \
-                 curl -s -o /dev/null -w '%{{http_code}} %{{remote_ip}}\\n' --connect-timeout 2 \
-                   --max-time 5 http://tasks.web-fe:8080/api; n=$((n+1)); \
-               done ) & \
-             done; wait"
-        );
         self.docker(&[
             "run",
             "-d",
@@ -248,7 +239,7 @@ impl Lab {
             &self.client,
             "sh",
             "-c",
-            &script,
+            &request_loops(loops),
         ]);
         LabLoad { lab: self, name }
     }
@@ -266,44 +257,14 @@ pub struct LabLoad<'a> {
     name: String,
 }
 
-/// What the client saw: answers by status, and the replicas' addresses that failed.
-#[derive(Debug, Default)]
-pub struct LabReport {
-    pub ok: u64,
-    pub failed: BTreeMap<String, u64>,
-    pub failed_addresses: BTreeMap<String, u64>,
-}
-
-impl LabReport {
-    pub fn failures(&self) -> u64 {
-        self.failed.values().sum()
-    }
-}
-
 impl LabLoad<'_> {
-    pub fn finish(self) -> LabReport {
+    pub fn finish(self) -> ClientReport {
         let lab = self.lab;
         let _ = lab.try_docker(&["exec", &self.name, "touch", "/tmp/stop"]);
         lab.docker(&["wait", &self.name]);
         let log = lab.docker(&["logs", &self.name]);
         let _ = lab.try_docker(&["rm", "-f", &self.name]);
-        let mut report = LabReport::default();
-        for line in log.lines() {
-            let mut parts = line.split_whitespace();
-            let (Some(code), address) = (parts.next(), parts.next().unwrap_or("none")) else {
-                continue;
-            };
-            if code == "200" {
-                report.ok += 1;
-            } else {
-                *report.failed.entry(code.to_owned()).or_default() += 1;
-                *report
-                    .failed_addresses
-                    .entry(address.to_owned())
-                    .or_default() += 1;
-            }
-        }
-        report
+        ClientReport::tally(&log)
     }
 }
 

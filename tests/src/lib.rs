@@ -3,6 +3,7 @@
 //! [`Cleanup`] guard and removed when the test ends, passed or failed.
 
 pub mod browser;
+pub mod client;
 pub mod fuzz;
 pub mod lab;
 

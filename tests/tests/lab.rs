@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use e2e::lab::{Lab, LabReport, REDIS_NODE, WEB};
+use e2e::client::ClientReport;
+use e2e::lab::{Lab, REDIS_NODE, WEB};
 use e2e::{
     WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant, docker, docker_ok, exclusive,
     reliability_row,
@@ -120,7 +121,7 @@ fn under_load(
     fault: &str,
     injection: &str,
     inject: impl FnOnce() -> String,
-) -> LabReport {
+) -> ClientReport {
     let before = lab.hits();
     let load = lab.load(LOOPS);
     std::thread::sleep(Duration::from_secs(2));

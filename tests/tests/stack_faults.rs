@@ -8,6 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use e2e::client::{ClientReport, request_loops};
 use e2e::{
     CONVERGE, Cleanup, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant, check_redis_locked,
     check_web_fe_hardening, client_image, deploy_stack, docker, docker_ok, exclusive, join_swarm,
@@ -134,6 +135,7 @@ fn stack_survives_updates_rollbacks_and_lost_replicas_under_load() {
 struct Report {
     ok: u64,
     failed: u64,
+    /// Failed answers by status (`000`: no answer).
     codes: BTreeMap<String, u64>,
     counted: u64,
 }
@@ -155,13 +157,12 @@ fn under_load(
     inject();
     let took = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
-    let codes = client.finish();
-    let ok = codes.get("200").copied().unwrap_or(0);
+    let seen = client.finish();
     let report = Report {
-        ok,
-        failed: codes.values().sum::<u64>() - ok,
+        ok: seen.ok,
+        failed: seen.failures(),
         counted: redis_hits(redis) - before,
-        codes,
+        codes: seen.failed,
     };
     reliability_row(&format!(
         "{fault} | {injection} | {} | {} {:?} | {} | converged in {:.0} s",
@@ -199,15 +200,7 @@ impl Client {
         );
         let mut cleanup = Cleanup::new();
         cleanup.docker(&["rm", "-f", &name]);
-        let script = format!(
-            "end=$(( $(date +%s) + 300 )); \
-             for w in $(seq {LOOPS}); do ( n=0; \
-               while [ ! -e /tmp/stop ] && [ $(date +%s) -lt $end ] && [ $n -lt 20000 ]; do \
-                 curl -s -o /dev/null -w '%{{http_code}}\\n' --connect-timeout 2 --max-time 5 \
-                   http://tasks.web-fe:8080/api; n=$((n+1)); \
-               done ) & \
-             done; wait"
-        );
+        let script = request_loops(LOOPS);
         docker_ok(&[
             "run",
             "-d",
@@ -226,16 +219,11 @@ impl Client {
         }
     }
 
-    /// Stops the loops and counts the status codes (`000`: no answer).
-    fn finish(self) -> BTreeMap<String, u64> {
+    /// Stops the loops and tallies what they saw.
+    fn finish(self) -> ClientReport {
         docker_ok(&["exec", &self.name, "touch", "/tmp/stop"]);
         docker_ok(&["wait", &self.name]);
-        let log = docker_ok(&["logs", &self.name]);
-        let mut codes = BTreeMap::new();
-        for code in log.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            *codes.entry(code.to_owned()).or_default() += 1;
-        }
-        codes
+        ClientReport::tally(&docker_ok(&["logs", &self.name]))
     }
 }
 
