@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use e2e::{
-    Cleanup, WEB_FE_IMAGE, build_web_fe_image, builder_image, checked, docker, docker_ok,
-    exclusive, repo_root, wait_for,
+    Cleanup, WEB_FE_IMAGE, build_web_fe_image, checked, classic_builder, docker, docker_ok,
+    exclusive, repo_root, wait_for, web_fe_build,
 };
 
 /// The Flask original is about 57 MB; ours must stay under this.
@@ -108,13 +108,7 @@ fn source_edit_reuses_the_dependency_layer() {
     cleanup.run(move || {
         let _ = std::fs::remove_dir_all(context_dir);
     });
-    let log = checked(
-        Command::new("docker")
-            .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "-t", tag])
-            .args(["--build-arg", &format!("BUILDER_IMAGE={}", builder_image())])
-            .arg(&context),
-    );
+    let log = checked(&mut web_fe_build(classic_builder(), tag, &context, &[]));
     let steps: Vec<&str> = log.split("\nStep ").collect();
     let step = |needle: &str| {
         *steps
@@ -146,13 +140,13 @@ fn dockerfile_builds_with_buildkit_too() {
     let tag = "counter-web-fe:e2e-buildkit";
     let mut cleanup = Cleanup::new();
     cleanup.docker(&["image", "rm", tag]);
-    let mut build = buildkit_command();
-    build
-        .args(["build", "-q", "-t", tag])
-        .args(["--build-arg", &format!("BUILDER_IMAGE={}", builder_image())])
-        .args(["--build-arg", "COUNTER_VERSION=2.0.0-e2e"])
-        .arg(repo_root());
-    checked(&mut build);
+    let args = [("COUNTER_VERSION", "2.0.0-e2e")];
+    checked(&mut web_fe_build(
+        buildkit_command(),
+        tag,
+        &repo_root(),
+        &args,
+    ));
     let version = docker_ok(&["run", "--rm", tag, "--version"]);
     assert_eq!(version, "web-fe 2.0.0-e2e");
 }

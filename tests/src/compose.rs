@@ -1,0 +1,102 @@
+//! The Compose deployment: both compose tools, bound to throwaway project names.
+
+use std::process::Command;
+
+use crate::images::{WEB_FE_IMAGE, builder_image, redis_image};
+use crate::runner::{Cleanup, checked, docker_ok, repo_root};
+
+/// The `hits` key, read inside the Redis container with the password from its secret.
+pub fn redis_hits(redis_container: &str) -> u64 {
+    let value = docker_ok(&[
+        "exec",
+        redis_container,
+        "sh",
+        "-c",
+        "REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli get hits",
+    ]);
+    match value.as_str() {
+        "" => 0,
+        text => text
+            .parse()
+            .unwrap_or_else(|_| panic!("redis-cli get hits answered {text:?}")),
+    }
+}
+
+/// The host port the compose file publishes web-fe on (on 127.0.0.1).
+pub const PORT: u16 = 5000;
+
+/// One compose tool (v2 plugin or 1.29) bound to a throwaway project name.
+pub struct Compose {
+    program: &'static str,
+    prefix: &'static [&'static str],
+    pub project: String,
+    files: Vec<String>,
+}
+
+impl Compose {
+    /// Compose v2 (`docker compose`), on a project named after `tag`.
+    pub fn v2(tag: &str) -> Self {
+        Self::new("docker", &["compose"], tag)
+    }
+
+    /// docker-compose 1.29.
+    pub fn v1(tag: &str) -> Self {
+        Self::new("docker-compose", &[], tag)
+    }
+
+    fn new(program: &'static str, prefix: &'static [&'static str], tag: &str) -> Self {
+        let project = format!("counter-e2e-{tag}-{}", std::process::id());
+        Self {
+            program,
+            prefix,
+            project,
+            files: vec!["docker-compose.yml".into()],
+        }
+    }
+
+    /// Layers a compose file from tests/fixtures over docker-compose.yml.
+    pub fn with_override(mut self, fixture: &str) -> Self {
+        self.files.push(format!("tests/fixtures/{fixture}"));
+        self
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.program);
+        command
+            .current_dir(repo_root())
+            .args(self.prefix)
+            .args(self.files.iter().flat_map(|f| ["-f", f.as_str()]))
+            .args(["-p", &self.project])
+            .args(args)
+            .env("BUILDER_IMAGE", builder_image())
+            .env("REDIS_IMAGE", redis_image())
+            .env("WEB_FE_IMAGE", WEB_FE_IMAGE)
+            .env("PUBLISH_ADDR", "127.0.0.1")
+            .env("PUBLISH_PORT", PORT.to_string());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        checked(&mut self.command(args))
+    }
+
+    /// Removes containers, network and volume whatever state the test left them in.
+    pub fn cleanup(&self) -> Cleanup {
+        let mut cleanup = Cleanup::new();
+        let mut down = self.command(&["down", "-v", "--remove-orphans"]);
+        cleanup.run(move || {
+            let _ = down.output();
+        });
+        cleanup
+    }
+
+    pub fn container(&self, service: &str) -> String {
+        let id = self.run(&["ps", "-q", service]);
+        assert!(!id.is_empty(), "no {service} container in {}", self.project);
+        id
+    }
+
+    pub fn volume(&self) -> String {
+        format!("{}_redis-data", self.project.replace('.', ""))
+    }
+}

@@ -1,0 +1,22 @@
+//! Rows of the RELIABILITY.md fault table.
+
+use std::io::Write;
+
+use crate::runner::repo_root;
+
+/// Records one row of the RELIABILITY.md fault table (cells separated by ` | `): printed,
+/// and appended to `target/reliability.md`, where a whole run's rows can be collected.
+pub fn reliability_row(cells: &str) {
+    let row = format!("| {cells} |");
+    println!("RELIABILITY {row}");
+    let dir = repo_root().join("target");
+    let _ = std::fs::create_dir_all(&dir);
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("reliability.md"))
+        .and_then(|mut file| writeln!(file, "{row}"));
+    if let Err(e) = appended {
+        eprintln!("could not record the reliability row: {e}");
+    }
+}

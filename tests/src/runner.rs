@@ -1,0 +1,146 @@
+//! Running docker and other commands, waiting for a condition, and cleaning up after a
+//! test whether it passed or failed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::images::{builder_image, client_image, redis_image};
+
+/// The repository root, which is the Docker build context.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// Serialises the tests of one binary: they share port 5000, the swarm and image tags.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    check_prerequisites();
+    guard
+}
+
+/// Fails once, clearly, when Docker or the base images are missing.
+fn check_prerequisites() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = CHECKED.get_or_init(|| {
+        let info = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output();
+        match info {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                return Err(format!(
+                    "no Docker engine answers ({}). Start one (`sudo dockerd &` on Debian, \
+                     or Docker Desktop), or run `bash .ci/run`, which installs and starts it.",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "the docker CLI cannot run ({e}). Install Docker \
+                     (`sudo apt-get install docker.io docker-compose` on Debian)."
+                ));
+            }
+        }
+        for image in [builder_image(), redis_image(), client_image()] {
+            if !docker(&["image", "inspect", &image]).status.success() {
+                return Err(format!(
+                    "base image {image} is missing. Build the offline stand-ins with \
+                     `sudo scripts/offline-images.sh`, or set BUILDER_IMAGE / REDIS_IMAGE / \
+                     CLIENT_IMAGE to images you have."
+                ));
+            }
+        }
+        Ok(())
+    });
+    if let Err(message) = result {
+        panic!("{message}");
+    }
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    run(Command::new("docker").args(args))
+}
+
+/// Runs docker and returns its trimmed stdout; panics with stderr if it fails.
+pub fn docker_ok(args: &[&str]) -> String {
+    checked(Command::new("docker").args(args))
+}
+
+/// Runs a command and returns its trimmed stdout; panics with its output if it fails.
+pub fn checked(command: &mut Command) -> String {
+    let out = run(command);
+    if !out.status.success() {
+        panic!(
+            "{command:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+/// Polls `ready` every 250 ms until it returns Some, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Commands that undo what a test created, run in reverse order when the guard drops.
+#[derive(Default)]
+pub struct Cleanup {
+    steps: Vec<Box<dyn FnOnce()>>,
+}
+
+impl Cleanup {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a docker command; its failure is ignored (the thing may be gone already).
+    pub fn docker(&mut self, args: &[&str]) {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.steps.push(Box::new(move || {
+            let _ = Command::new("docker")
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }));
+    }
+
+    pub fn run(&mut self, step: impl FnOnce() + 'static) {
+        self.steps.push(Box::new(step));
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        while let Some(step) = self.steps.pop() {
+            step();
+        }
+    }
+}
