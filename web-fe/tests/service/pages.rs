@@ -135,8 +135,8 @@ async fn every_request_writes_one_log_line_naming_the_replica() {
     http.get(web.url("/api")).send().await.unwrap();
     http.get(web.url("/nothing-here")).send().await.unwrap();
     let hostname = gethostname::gethostname().to_string_lossy().into_owned();
-    crate::support::wait_until("two log lines", std::time::Duration::from_secs(5), || {
-        web.logs().matches("\"message\":\"request\"").count() >= 3
+    crate::support::wait_for("two log lines", std::time::Duration::from_secs(5), || {
+        (web.logs().matches("\"message\":\"request\"").count() >= 3).then_some(())
     });
     let lines: Vec<Value> = web
         .logs()

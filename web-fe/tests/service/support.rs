@@ -26,9 +26,13 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid} failed");
 }
 
-pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+/// Polls `ready` every 20 ms until it returns Some, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
-    while !ready() {
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -143,9 +147,9 @@ impl Redis {
                 )
             });
         self.child = Some(child);
-        wait_until("redis-server to answer", START_TIMEOUT, || {
+        wait_for("redis-server to answer", START_TIMEOUT, || {
             self.command(&["PING"])
-                .is_some_and(|r| r.contains("PONG") || r.contains("NOAUTH"))
+                .filter(|r| r.contains("PONG") || r.contains("NOAUTH"))
         });
     }
 
@@ -305,16 +309,22 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) 
     (out.status, text)
 }
 
-/// Status of a plain GET, or None if nothing answers.
+/// Status of a GET on a new connection, or None if nothing answers.
 pub fn get_status(port: u16, path: &str) -> Option<u16> {
-    let reply = raw_request(
-        port,
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
-    reply.get(9..12)?.parse().ok()
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections(0)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    let response = agent
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()?;
+    Some(response.status().as_u16())
 }
 
-/// Sends raw bytes and reads until the server closes or 2 s pass; None if it cannot connect.
+/// Sends raw bytes (malformed ones are the point of some tests) and reads until the server closes or 2 s pass; None if it cannot connect.
 pub fn raw_request(port: u16, bytes: &[u8]) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
