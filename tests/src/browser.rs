@@ -2,23 +2,24 @@
 //! `chromedriver`, for tests that look at the page the way a person does. Only 127.0.0.1
 //! addresses are opened.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 use crate::{repo_root, wait_for};
 
-/// The element key of the W3C WebDriver protocol.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
+/// A WebDriver session in Chromium through `fantoccini`; its async calls run to completion
+/// on a runtime of its own, so the tests stay plain sequential code.
 pub struct Browser {
+    runtime: tokio::runtime::Runtime,
+    client: Option<Client>,
     driver: Child,
-    port: u16,
-    session: String,
     profile: PathBuf,
 }
 
@@ -42,16 +43,14 @@ impl Browser {
             });
         let profile = std::env::temp_dir().join(format!("counter-chromium-{port}"));
         let _ = std::fs::remove_dir_all(&profile);
-        let mut browser = Self {
-            driver,
-            port,
-            session: String::new(),
-            profile,
-        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
         wait_for("chromedriver", Duration::from_secs(20), || {
-            browser.call("GET", "/status", None).ok()
+            TcpStream::connect(("127.0.0.1", port)).ok()
         });
-        let args = [
+        let args: Vec<String> = [
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -63,128 +62,105 @@ impl Browser {
         ]
         .map(String::from)
         .into_iter()
-        .chain([format!("--user-data-dir={}", browser.profile.display())])
-        .collect::<Vec<_>>();
-        let capabilities = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
-        }}});
-        let session = browser.command("POST", "/session", Some(capabilities));
-        browser.session = session["sessionId"]
-            .as_str()
-            .expect("a session id")
-            .to_owned();
-        browser
+        .chain([format!("--user-data-dir={}", profile.display())])
+        .collect();
+        let mut capabilities = Capabilities::new();
+        capabilities.insert("browserName".into(), json!("chrome"));
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": "/usr/bin/chromium", "args": args}),
+        );
+        let client = runtime
+            .block_on(
+                ClientBuilder::new(HttpConnector::new())
+                    .capabilities(capabilities)
+                    .connect(&format!("http://127.0.0.1:{port}")),
+            )
+            .unwrap_or_else(|e| panic!("no Chromium session: {e}"));
+        Self {
+            runtime,
+            client: Some(client),
+            driver,
+            profile,
+        }
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("the session is open")
     }
 
     pub fn open(&self, url: &str) {
         assert!(url.starts_with("http://127.0.0.1:"), "only loopback: {url}");
-        self.session_command("POST", "/url", json!({ "url": url }));
+        self.runtime
+            .block_on(self.client().goto(url))
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
     }
 
     pub fn reload(&self) {
-        self.session_command("POST", "/refresh", json!({}));
+        self.runtime
+            .block_on(self.client().refresh())
+            .unwrap_or_else(|e| panic!("reload: {e}"));
     }
 
     /// The visible text of the first element matching `css`, or None if there is none.
     pub fn text(&self, css: &str) -> Option<String> {
-        let found = self.call(
-            "POST",
-            &format!("/session/{}/element", self.session),
-            Some(json!({"using": "css selector", "value": css})),
-        );
-        let id = found.ok()?[ELEMENT].as_str()?.to_owned();
-        let text = self.session_command("GET", &format!("/element/{id}/text"), Value::Null);
-        text.as_str().map(str::to_owned)
+        self.runtime.block_on(async {
+            let element = self.client().find(Locator::Css(css)).await.ok()?;
+            element.text().await.ok()
+        })
     }
 
     /// Runs JavaScript in the page (for reading, never for driving the app).
     pub fn script(&self, source: &str) -> Value {
-        self.session_command(
-            "POST",
-            "/execute/sync",
-            json!({"script": source, "args": []}),
-        )
+        self.runtime
+            .block_on(self.client().execute(source, vec![]))
+            .unwrap_or_else(|e| panic!("script {source}: {e}"))
     }
 
     pub fn click(&self, css: &str) {
-        let found = self.session_command(
-            "POST",
-            "/element",
-            json!({"using": "css selector", "value": css}),
-        );
-        let id = found[ELEMENT].as_str().expect("element id").to_owned();
-        self.session_command("POST", &format!("/element/{id}/click"), json!({}));
+        self.runtime
+            .block_on(async {
+                let element = self.client().find(Locator::Css(css)).await?;
+                element.click().await
+            })
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
     pub fn set_window(&self, width: u32, height: u32) {
-        self.session_command(
-            "POST",
-            "/window/rect",
-            json!({"width": width, "height": height}),
-        );
+        self.runtime
+            .block_on(self.client().set_window_size(width, height))
+            .unwrap_or_else(|e| panic!("window {width}x{height}: {e}"));
     }
 
-    /// Emulates the operating system's light or dark preference.
+    /// Emulates the operating system's light or dark preference (a Chromium DevTools
+    /// command, which WebDriver passes through).
     pub fn colour_scheme(&self, scheme: &str) {
-        self.session_command(
-            "POST",
-            "/goog/cdp/execute",
-            json!({"cmd": "Emulation.setEmulatedMedia", "params": {
-                "features": [{"name": "prefers-color-scheme", "value": scheme}]
-            }}),
-        );
+        let command = DevTools(json!({"cmd": "Emulation.setEmulatedMedia", "params": {
+            "features": [{"name": "prefers-color-scheme", "value": scheme}]
+        }}));
+        self.runtime
+            .block_on(self.client().issue_cmd(command))
+            .unwrap_or_else(|e| panic!("colour scheme {scheme}: {e}"));
     }
 
     /// Saves a PNG of the window under target/screenshots/ and returns its path.
     pub fn screenshot(&self, name: &str) -> PathBuf {
-        let encoded = self.session_command("GET", "/screenshot", Value::Null);
-        let png = decode_base64(encoded.as_str().expect("base64 screenshot"));
+        let png = self
+            .runtime
+            .block_on(self.client().screenshot())
+            .unwrap_or_else(|e| panic!("screenshot: {e}"));
         let dir = repo_root().join("target/screenshots");
         std::fs::create_dir_all(&dir).expect("screenshot folder");
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, png).expect("screenshot written");
         path
     }
-
-    fn session_command(&self, method: &str, path: &str, body: Value) -> Value {
-        let body = (!body.is_null()).then_some(body);
-        self.command(method, &format!("/session/{}{path}", self.session), body)
-    }
-
-    fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        self.call(method, path, body)
-            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"))
-    }
-
-    /// One WebDriver call: its `value`, or the error WebDriver reported.
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(|e| e.to_string())?;
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream
-            .write_all(request.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let reply = read_response(&mut stream).map_err(|e| e.to_string())?;
-        let value: Value = serde_json::from_slice(&reply).map_err(|e| e.to_string())?;
-        match value["value"].get("error") {
-            Some(error) => Err(format!("{error}: {}", value["value"]["message"])),
-            None => Ok(value["value"].clone()),
-        }
-    }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        if !self.session.is_empty() {
-            let _ = self.call("DELETE", &format!("/session/{}", self.session), None);
+        if let Some(client) = self.client.take() {
+            let _ = self.runtime.block_on(client.close());
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -192,52 +168,25 @@ impl Drop for Browser {
     }
 }
 
-/// The body of one HTTP response, by its Content-Length: chromedriver keeps the
-/// connection open even when asked to close it.
-fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte)?;
-        head.push(byte[0]);
-    }
-    let length = String::from_utf8_lossy(&head)
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body)?;
-    Ok(body)
-}
+/// Chromium's `goog/cdp/execute`: a DevTools command through the WebDriver session.
+#[derive(Debug)]
+struct DevTools(Value);
 
-fn decode_base64(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let digits: Vec<u8> = text
-        .bytes()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
-        .map(value)
-        .collect();
-    digits
-        .chunks(4)
-        .flat_map(|chunk| {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, d)| n | u32::from(*d) << (18 - 6 * i));
-            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-            bytes.into_iter().take(chunk.len().saturating_sub(1))
-        })
-        .collect()
+impl WebDriverCompatibleCommand for DevTools {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(self.0.to_string()))
+    }
 }
 
 /// Spreads each new connection on 127.0.0.1:`port()` over `backends` (loopback ports),
