@@ -11,14 +11,16 @@ fn main() {
             && version
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
-        if !ok {
-            panic!("COUNTER_VERSION={version:?}: expected up to 40 of [A-Za-z0-9._+-], e.g. 2.0.0");
-        }
+        assert!(
+            ok,
+            "COUNTER_VERSION={version:?}: expected up to 40 of [A-Za-z0-9._+-], e.g. 2.0.0"
+        );
     }
     if let Ok(accent) = std::env::var("COUNTER_ACCENT") {
         let hex = accent.strip_prefix('#').unwrap_or("");
-        if !(hex.len() == 6 && hex.chars().all(|c| c.is_ascii_hexdigit())) {
-            panic!("COUNTER_ACCENT={accent:?}: expected a colour like #7c3aed");
-        }
+        assert!(
+            hex.len() == 6 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+            "COUNTER_ACCENT={accent:?}: expected a colour like #7c3aed"
+        );
     }
 }

@@ -134,7 +134,7 @@ const fn secs(n: u64) -> Duration {
 const MAX_PASSWORD_BYTES: u64 = 4096;
 
 fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// One environment variable, with the parsers the settings need.
@@ -197,7 +197,7 @@ impl Var {
     fn keep_alive(&self) -> Result<Option<Duration>, ConfigError> {
         const EXPECTED: &str = "off, on, or an idle timeout from 1s to 10m such as 30s";
         match self.value.as_deref().map(str::trim) {
-            None | Some("off") | Some("0") => Ok(None),
+            None | Some("off" | "0") => Ok(None),
             Some("on") => Ok(Some(secs(5))),
             Some(v) => parse_duration(v)
                 .filter(|d| (secs(1)..=secs(600)).contains(d))
@@ -377,7 +377,7 @@ mod tests {
     fn durations_need_a_unit() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_mins(1)));
         assert_eq!(parse_duration("0"), Some(Duration::ZERO));
         for bad in ["5", "ms", "-1s", "1.5s", "1h", ""] {
             assert_eq!(parse_duration(bad), None, "{bad}");

@@ -121,9 +121,12 @@ impl Counts {
             .iter()
             .position(|r| *r == rejection)
             .unwrap_or(0);
-        let mut summary = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut summary = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         summary.since[i] += 1;
-        summary.last_message = crate::echo::clip(message, 200).to_owned();
+        crate::echo::clip(message, 200).clone_into(&mut summary.last_message);
         let due = summary.last_line.is_none_or(|at| at.elapsed() >= LOG_EVERY);
         if due {
             let line = summary.line();

@@ -63,9 +63,8 @@ impl Colour {
 
 fn hsl_to_rgb(hue: u16, saturation: f64, lightness: f64) -> (u8, u8, u8) {
     let chroma = (1.0 - (2.0 * lightness - 1.0).abs()) * saturation;
-    let sector = f64::from(hue) / 60.0;
-    let x = chroma * (1.0 - (sector % 2.0 - 1.0).abs());
-    let (r, g, b) = match sector as u8 {
+    let x = chroma * (1.0 - ((f64::from(hue) / 60.0) % 2.0 - 1.0).abs());
+    let (r, g, b) = match hue / 60 {
         0 => (chroma, x, 0.0),
         1 => (x, chroma, 0.0),
         2 => (0.0, chroma, x),
@@ -74,8 +73,17 @@ fn hsl_to_rgb(hue: u16, saturation: f64, lightness: f64) -> (u8, u8, u8) {
         _ => (chroma, 0.0, x),
     };
     let m = lightness - chroma / 2.0;
-    let byte = |v: f64| ((v + m) * 255.0).round().clamp(0.0, 255.0) as u8;
-    (byte(r), byte(g), byte(b))
+    (channel(r + m), channel(g + m), channel(b + m))
+}
+
+/// 0.0..=1.0 as 0..=255.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "rounded and clamped to 0..=255 first"
+)]
+fn channel(v: f64) -> u8 {
+    (v * 255.0).round().clamp(0.0, 255.0) as u8
 }
 
 /// WCAG 2 contrast ratio between white and an sRGB colour.

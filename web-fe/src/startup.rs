@@ -71,7 +71,10 @@ impl Application {
                 .map_or(KeepAlive::Disabled, KeepAlive::Timeout),
         )
         // actix counts whole seconds; round up so a short timeout is not zero.
-        .shutdown_timeout(settings.shutdown_timeout.as_secs_f64().ceil() as u64)
+        .shutdown_timeout(
+            settings.shutdown_timeout.as_secs()
+                + u64::from(settings.shutdown_timeout.subsec_nanos() > 0),
+        )
         // Signals are handled below, so the drain delay can run before the stop.
         .disable_signals()
         .listen(listener)?

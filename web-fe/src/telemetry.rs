@@ -66,7 +66,7 @@ pub async fn observe_request(
             method = %method,
             path = %clip(&path, MAX_LOGGED_PATH),
             status,
-            latency_us = latency.as_micros() as u64,
+            latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             "request"
         );
     }

@@ -68,11 +68,11 @@ impl VisitView {
 impl ReplicaView {
     fn new(r: ReplicaRecord, total: u64, now_ms: u64, stale: Duration, me: &str) -> Self {
         let age_ms = now_ms.saturating_sub(r.last_seen_ms);
-        let share = if total == 0 {
-            0.0
-        } else {
-            (r.served as f64 * 1000.0 / total as f64).round() / 10.0
-        };
+        // In tenths of a percent, rounded, in whole numbers: no precision lost to floats.
+        let tenths = (u128::from(r.served) * 1000 + u128::from(total) / 2)
+            .checked_div(u128::from(total))
+            .unwrap_or(0);
+        let share = f64::from(u16::try_from(tenths).unwrap_or(1000)) / 10.0;
         Self {
             colour: crate::replica::Colour::for_name(&r.hostname).css(),
             current: r.hostname == me,
@@ -114,8 +114,9 @@ pub fn placement(slot: Option<&str>, node: Option<&str>) -> String {
 
 /// Full opacity until `stale`, then a linear fade to 0.3 at four times `stale`.
 fn fade(age_ms: u64, stale: Duration) -> f64 {
-    let stale_ms = stale.as_millis().max(1) as f64;
-    let over = (age_ms as f64 - stale_ms) / (3.0 * stale_ms);
+    let stale_secs = stale.as_secs_f64().max(0.001);
+    let age_secs = Duration::from_millis(age_ms).as_secs_f64();
+    let over = (age_secs - stale_secs) / (3.0 * stale_secs);
     let opacity = 1.0 - 0.7 * over.clamp(0.0, 1.0);
     (opacity * 100.0).round() / 100.0
 }
@@ -127,11 +128,15 @@ mod tests {
     #[test]
     fn replicas_fade_after_the_stale_threshold() {
         let stale = Duration::from_secs(30);
-        assert_eq!(fade(0, stale), 1.0);
-        assert_eq!(fade(30_000, stale), 1.0);
-        assert_eq!(fade(75_000, stale), 0.65);
-        assert_eq!(fade(120_000, stale), 0.3);
-        assert_eq!(fade(999_000, stale), 0.3);
+        let near = |age, expected: f64| {
+            let opacity = fade(age, stale);
+            assert!((opacity - expected).abs() < 1e-9, "{age} ms: {opacity}");
+        };
+        near(0, 1.0);
+        near(30_000, 1.0);
+        near(75_000, 0.65);
+        near(120_000, 0.3);
+        near(999_000, 0.3);
     }
 
     #[test]

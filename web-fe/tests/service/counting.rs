@@ -67,5 +67,5 @@ async fn a_graceful_redis_restart_under_load_counts_every_200_exactly_once() {
     // Requests caught by the restart are retried with their visit key: none fails, and
     // no view is counted twice or lost.
     assert_eq!(failed, 0, "{}", web.logs());
-    assert_eq!(redis.hits(), ok as i64);
+    assert_eq!(redis.hits(), i64::try_from(ok).unwrap());
 }
