@@ -1,56 +1,161 @@
-//! Settings read from the environment. Every value is checked at start-up so a typo
-//! stops the process with a message naming the variable, instead of failing later.
+//! The command line and the settings, declared once with clap: each setting is read from
+//! its environment variable (or the matching flag), checked against its range at start-up,
+//! and listed with its variable, default and range by `web-fe --help`. A bad value stops
+//! the process with exit code 2 and a message naming the variable.
 
 use std::fmt;
 use std::io::Read;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use deadpool_redis::redis::{self, ConnectionInfo, IntoConnectionInfo};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Counts page views in Redis and shows which replica served each one.
+#[derive(Debug, Parser)]
+#[command(
+    name = "web-fe",
+    version = crate::build_info::VERSION,
+    after_help = "Every setting is read from the environment variable shown, or the flag. \
+                  Durations are written 500ms, 2s, 1m or 0."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Exit 0 if this replica's /healthz answers 200 on HEALTH_PORT, else 1 (the image's
+    /// HEALTHCHECK: there is no shell or curl in it).
+    Healthcheck,
+}
+
+/// Everything web-fe reads at start-up, by the part of the service it is for.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerSettings,
+    #[command(flatten, next_help_heading = "Redis")]
+    pub redis: RedisSettings,
+    #[command(flatten, next_help_heading = "Replica")]
+    pub replica: ReplicaSettings,
+    #[command(flatten, next_help_heading = "Logs")]
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Port to listen on (1-65535).
+    #[arg(long, env = "PORT", default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Loopback-only port answering /healthz for `web-fe healthcheck` (1-65535).
+    #[arg(long, env = "HEALTH_PORT", default_value_t = 8081, value_parser = clap::value_parser!(u16).range(1..))]
+    pub health_port: u16,
+    /// Worker threads (1-256; default: the number of CPUs).
+    #[arg(long, env = "WORKERS", default_value_t = default_workers(), value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+    /// `off` closes each connection after one response, so every refresh can reach another
+    /// replica; `on` (5s) or an idle timeout from 1s to 10m.
+    #[arg(long, env = "KEEP_ALIVE", default_value = "off", value_parser = keep_alive)]
+    pub keep_alive: KeepAlive,
+    /// How long a client may take to send a request's head, 1s-1m (408 after that).
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "5s", value_parser = duration_in(secs(1)..=secs(60)))]
+    pub request_timeout: Duration,
+    /// Open connections per replica, 16-65536; more wait in the kernel's queue.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=65_536))]
+    pub max_connections: u32,
+    /// After SIGTERM/SIGINT, keep serving this long (readiness fails), 0-10m.
+    #[arg(long, env = "SHUTDOWN_DRAIN", default_value = "0", value_parser = duration_in(ZERO..=secs(600)))]
+    pub shutdown_drain: Duration,
+    /// Then stop accepting and give in-flight requests this long, 0-10m.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = duration_in(ZERO..=secs(600)))]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RedisSettings {
+    /// Redis to count in: redis://[user:password@]host:port[/db] or unix://.
+    #[arg(
+        long = "redis-url",
+        env = "REDIS_URL",
+        value_name = "REDIS_URL",
+        default_value = "redis://redis:6379",
+        hide_env_values = true
+    )]
+    url: String,
+    /// File holding the Redis password (a Docker secret), at most 4096 bytes.
+    #[arg(
+        long = "redis-password-file",
+        env = "REDIS_PASSWORD_FILE",
+        value_name = "REDIS_PASSWORD_FILE"
+    )]
+    password_file: Option<PathBuf>,
+    /// How long a request may wait for Redis before it gets a 503, 10ms-1m.
+    #[arg(long = "redis-timeout", env = "REDIS_TIMEOUT", value_name = "REDIS_TIMEOUT", default_value = "500ms", value_parser = duration_in(ms(10)..=secs(60)))]
+    pub timeout: Duration,
+    /// How long a view whose connection broke mid-call keeps trying, 0-1m.
+    #[arg(long = "redis-restart-grace", env = "REDIS_RESTART_GRACE", value_name = "REDIS_RESTART_GRACE", default_value = "3s", value_parser = duration_in(ZERO..=secs(60)))]
+    pub restart_grace: Duration,
+    /// Where to connect, with the password: set by [`Settings::from_env`].
+    #[arg(skip)]
+    info: Option<ConnectionInfo>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplicaSettings {
+    /// Swarm task slot shown under the hostname (stack.yml sets it).
+    #[arg(long, env = "TASK_SLOT")]
+    pub task_slot: Option<String>,
+    /// Swarm node shown under the hostname (stack.yml sets it).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// A replica unseen this long starts fading; it is forgotten after 20 times this, 1s-60m.
+    #[arg(long = "replica-stale", env = "REPLICA_STALE", value_name = "REPLICA_STALE", default_value = "30s", value_parser = duration_in(secs(1)..=secs(3600)))]
+    pub stale: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogSettings {
+    /// One line per request, as text or JSON.
+    #[arg(
+        long = "log-format",
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub format: LogFormat,
+    /// Log filter, such as info or web_fe=debug.
+    #[arg(
+        long = "log-filter",
+        env = "RUST_LOG",
+        value_name = "RUST_LOG",
+        default_value = "info"
+    )]
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-/// Where and how the service runs; built once by [`Settings::from_env`].
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub host: IpAddr,
-    pub port: u16,
-    pub redis: ConnectionInfo,
-    pub redis_timeout: Duration,
-    /// How long a view caught by a broken Redis connection keeps retrying, so that a Redis
-    /// restart neither loses nor double-counts it.
-    pub redis_restart_grace: Duration,
-    /// `None` closes every connection after one response, so each browser refresh opens a
-    /// new one and swarm's per-connection balancing can pick another replica.
-    pub keep_alive: Option<Duration>,
-    pub workers: usize,
-    pub log_format: LogFormat,
-    pub log_filter: String,
-    /// How long in-flight requests may run on after SIGTERM/SIGINT.
-    pub shutdown_timeout: Duration,
-    /// How long to keep serving after the signal, while the orchestrator stops routing here.
-    pub shutdown_drain: Duration,
-    /// After this long without a request, a replica starts fading on the page.
-    pub replica_stale: Duration,
-    pub task_slot: Option<String>,
-    pub node_name: Option<String>,
-    /// How long a client may take to send a request's head; a request body is never waited for.
-    pub request_timeout: Duration,
-    /// Open connections this replica holds at most; more wait in the kernel's backlog.
-    pub max_connections: usize,
-    /// Loopback port answering `/healthz` for the container health check only.
-    pub health_port: u16,
-}
+/// `None` closes every connection after one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive(pub Option<Duration>);
 
 /// A setting that could not be used: which variable, what it held, what was expected.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConfigError {
-    pub var: &'static str,
+    pub var: String,
     pub value: String,
     pub expected: String,
 }
@@ -67,57 +172,53 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-impl Settings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| match std::env::var(name) {
-            Ok(value) => Ok(Some(value)),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(raw)) => Err(raw.to_string_lossy().into_owned()),
-        })
+/// Why start-up stops: clap's own message (it names the variable), or ours.
+#[derive(Debug)]
+pub enum StartError {
+    /// Bad or missing input, help or version: clap prints it and picks the exit code.
+    Cli(clap::Error),
+    Config(ConfigError),
+}
+
+impl Cli {
+    /// Reads the command line and the environment, and checks what clap cannot: values
+    /// that are not UTF-8 (clap would not say which), the Redis URL (whose password an
+    /// error must not echo) and the password file.
+    pub fn from_env() -> Result<Self, StartError> {
+        reject_non_utf8()?;
+        let mut cli = Self::try_parse().map_err(StartError::Cli)?;
+        cli.settings.redis.resolve().map_err(StartError::Config)?;
+        Ok(cli)
+    }
+}
+
+impl RedisSettings {
+    /// The connection to open, password included.
+    pub fn info(&self) -> &ConnectionInfo {
+        self.info
+            .as_ref()
+            .expect("Cli::from_env resolves the Redis settings before anything runs")
     }
 
-    /// Reads settings through `lookup`, so tests need not touch the process environment.
-    /// `lookup` gives `Err` with a lossy copy of a value that is not UTF-8.
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Result<Option<String>, String>,
-    ) -> Result<Self, ConfigError> {
-        let var = |name: &'static str| match lookup(name) {
-            Ok(value) => Ok(Var {
-                name,
-                value: value.filter(|v| !v.trim().is_empty()),
-            }),
-            Err(lossy) => Err(ConfigError {
-                var: name,
-                value: lossy,
-                expected: "text in UTF-8".into(),
-            }),
-        };
-        let mut redis = var("REDIS_URL")?.redis_url("redis://redis:6379")?;
-        if let Some(password) = var("REDIS_PASSWORD_FILE")?.password_file()? {
-            let auth = redis.redis_settings().clone().set_password(password);
-            redis = redis.set_redis_settings(auth);
+    fn resolve(&mut self) -> Result<(), ConfigError> {
+        let mut info = parse_redis_url(&self.url).map_err(|expected| ConfigError {
+            var: "REDIS_URL".into(),
+            value: redact_url(&self.url),
+            expected,
+        })?;
+        if let Some(path) = &self.password_file {
+            let password = read_password(path)?;
+            let auth = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(auth);
         }
-        Ok(Self {
-            host: var("HOST")?.parse_or("0.0.0.0".parse().expect("literal"), "an IP address")?,
-            port: var("PORT")?.port(8080)?,
-            redis,
-            redis_timeout: var("REDIS_TIMEOUT")?.duration(ms(500), ms(10)..=secs(60))?,
-            redis_restart_grace: var("REDIS_RESTART_GRACE")?.duration(secs(3), ZERO..=secs(60))?,
-            keep_alive: var("KEEP_ALIVE")?.keep_alive()?,
-            workers: var("WORKERS")?.count(default_workers(), 1..=256)?,
-            log_format: var("LOG_FORMAT")?.log_format()?,
-            log_filter: var("RUST_LOG")?.value.unwrap_or_else(|| "info".into()),
-            shutdown_timeout: var("SHUTDOWN_TIMEOUT")?.duration(secs(5), ZERO..=secs(600))?,
-            shutdown_drain: var("SHUTDOWN_DRAIN")?.duration(ZERO, ZERO..=secs(600))?,
-            replica_stale: var("REPLICA_STALE")?.duration(secs(30), secs(1)..=secs(3600))?,
-            task_slot: var("TASK_SLOT")?.value,
-            node_name: var("NODE_NAME")?.value,
-            // actix times heads from a clock it updates every 500 ms: below 1 s would cut good ones.
-            request_timeout: var("REQUEST_TIMEOUT")?.duration(secs(5), secs(1)..=secs(60))?,
-            max_connections: var("MAX_CONNECTIONS")?.count(256, 16..=65_536)?,
-            health_port: var("HEALTH_PORT")?.port(8081)?,
-        })
+        self.info = Some(info);
+        Ok(())
     }
+}
+
+fn default_workers() -> u16 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| u16::try_from(n.get().min(256)).unwrap_or(256))
 }
 
 const ZERO: Duration = Duration::ZERO;
@@ -133,125 +234,106 @@ const fn secs(n: u64) -> Duration {
 /// Longest password file read; Redis passwords are short, and a huge file is a mistake.
 const MAX_PASSWORD_BYTES: u64 = 4096;
 
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+/// A clap value parser for a duration within `range`: every duration is bounded, so none
+/// can overflow once running.
+fn duration_in(
+    range: RangeInclusive<Duration>,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        parse_duration(text)
+            .filter(|d| range.contains(d))
+            .ok_or_else(|| {
+                format!(
+                    "a duration from {} to {}, such as 500ms, 2s or 1m",
+                    show(*range.start()),
+                    show(*range.end())
+                )
+            })
+    }
 }
 
-/// One environment variable, with the parsers the settings need.
-struct Var {
-    name: &'static str,
-    value: Option<String>,
+fn keep_alive(text: &str) -> Result<KeepAlive, String> {
+    match text.trim() {
+        "off" | "0" => Ok(KeepAlive(None)),
+        "on" => Ok(KeepAlive(Some(secs(5)))),
+        other => duration_in(secs(1)..=secs(600))(other)
+            .map(|d| KeepAlive(Some(d)))
+            .map_err(|_| "off, on, or an idle timeout from 1s to 10m such as 30s".into()),
+    }
 }
 
-impl Var {
-    fn error(&self, expected: &str) -> ConfigError {
-        ConfigError {
-            var: self.name,
-            value: self.value.clone().unwrap_or_default(),
-            expected: expected.into(),
-        }
+/// `0`, or a number with a unit (`250ms`, `2s`, `1m`), by humantime; `5` alone is
+/// rejected rather than guessed.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    match text.trim() {
+        "0" => Some(ZERO),
+        t if t.ends_with(|c: char| c.is_ascii_digit()) => None,
+        t => humantime::parse_duration(t).ok(),
     }
+}
 
-    fn parse_or<T: std::str::FromStr>(&self, default: T, expected: &str) -> Result<T, ConfigError> {
-        match &self.value {
-            None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|_| self.error(expected)),
-        }
-    }
+fn parse_redis_url(url: &str) -> Result<ConnectionInfo, String> {
+    let info = url
+        .trim()
+        .into_connection_info()
+        .map_err(|_| "a URL such as redis://redis:6379".to_owned())?;
+    // Also rejects schemes this build cannot open (rediss:// needs TLS support).
+    redis::Client::open(info.clone())
+        .map_err(|_| "a redis:// or unix:// URL (TLS is not built in)".to_owned())?;
+    Ok(info)
+}
 
-    fn port(&self, default: u16) -> Result<u16, ConfigError> {
-        let port = self.parse_or(default, "a port number from 1 to 65535")?;
-        if port == 0 {
-            return Err(self.error("a port number from 1 to 65535"));
-        }
-        Ok(port)
+/// Docker secrets arrive as files; the password never sits in the environment.
+fn read_password(path: &std::path::Path) -> Result<String, ConfigError> {
+    let error = |expected: String| ConfigError {
+        var: "REDIS_PASSWORD_FILE".into(),
+        value: path.display().to_string(),
+        expected,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_PASSWORD_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| error(format!("a readable file ({e})")))?;
+    if bytes.len() as u64 > MAX_PASSWORD_BYTES {
+        return Err(error(format!(
+            "a file holding the Redis password, at most {MAX_PASSWORD_BYTES} bytes"
+        )));
     }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| error("a file holding the Redis password as UTF-8 text".into()))?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(error(
+            "a file holding the Redis password, but it is empty".into(),
+        ));
+    }
+    Ok(password.to_owned())
+}
 
-    fn count(&self, default: usize, range: RangeInclusive<usize>) -> Result<usize, ConfigError> {
-        let expected = format!("a whole number from {} to {}", range.start(), range.end());
-        match self.parse_or(default, &expected)? {
-            n if range.contains(&n) => Ok(n),
-            _ => Err(self.error(&expected)),
+/// Every variable the command line declares must hold UTF-8; clap would reject one that
+/// does not without naming it.
+fn reject_non_utf8() -> Result<(), StartError> {
+    let command = Cli::command();
+    let vars = command
+        .get_arguments()
+        .chain(
+            command
+                .get_subcommands()
+                .flat_map(clap::Command::get_arguments),
+        )
+        .filter_map(clap::Arg::get_env);
+    for var in vars {
+        if let Some(value) = std::env::var_os(var)
+            && value.to_str().is_none()
+        {
+            return Err(StartError::Config(ConfigError {
+                var: var.to_string_lossy().into_owned(),
+                value: value.to_string_lossy().into_owned(),
+                expected: "text in UTF-8".into(),
+            }));
         }
     }
-
-    /// A duration within `range`: every duration is bounded, so none can overflow later.
-    fn duration(
-        &self,
-        default: Duration,
-        range: RangeInclusive<Duration>,
-    ) -> Result<Duration, ConfigError> {
-        let expected = format!(
-            "a duration from {} to {}, such as 500ms, 2s or 1m",
-            show(*range.start()),
-            show(*range.end())
-        );
-        match &self.value {
-            None => Ok(default),
-            Some(v) => parse_duration(v)
-                .filter(|d| range.contains(d))
-                .ok_or_else(|| self.error(&expected)),
-        }
-    }
-
-    fn keep_alive(&self) -> Result<Option<Duration>, ConfigError> {
-        const EXPECTED: &str = "off, on, or an idle timeout from 1s to 10m such as 30s";
-        match self.value.as_deref().map(str::trim) {
-            None | Some("off" | "0") => Ok(None),
-            Some("on") => Ok(Some(secs(5))),
-            Some(v) => parse_duration(v)
-                .filter(|d| (secs(1)..=secs(600)).contains(d))
-                .map(Some)
-                .ok_or_else(|| self.error(EXPECTED)),
-        }
-    }
-
-    fn log_format(&self) -> Result<LogFormat, ConfigError> {
-        match self.value.as_deref().map(str::trim) {
-            None | Some("text") => Ok(LogFormat::Text),
-            Some("json") => Ok(LogFormat::Json),
-            Some(_) => Err(self.error("text or json")),
-        }
-    }
-
-    fn redis_url(&self, default: &str) -> Result<ConnectionInfo, ConfigError> {
-        let url = self.value.as_deref().unwrap_or(default).trim();
-        // The URL may hold a password: an error shows it redacted.
-        let error = |expected: &str| ConfigError {
-            value: redact_url(url),
-            ..self.error(expected)
-        };
-        let info = url
-            .into_connection_info()
-            .map_err(|_| error("a URL such as redis://redis:6379"))?;
-        // Also rejects schemes this build cannot open (rediss:// needs TLS support).
-        redis::Client::open(info.clone())
-            .map_err(|_| error("a redis:// or unix:// URL (TLS is not built in)"))?;
-        Ok(info)
-    }
-
-    /// Docker secrets arrive as files; the password never sits in the environment.
-    fn password_file(&self) -> Result<Option<String>, ConfigError> {
-        let Some(path) = &self.value else {
-            return Ok(None);
-        };
-        let mut bytes = Vec::new();
-        std::fs::File::open(path.trim())
-            .and_then(|file| file.take(MAX_PASSWORD_BYTES + 1).read_to_end(&mut bytes))
-            .map_err(|e| self.error(&format!("a readable file ({e})")))?;
-        if bytes.len() as u64 > MAX_PASSWORD_BYTES {
-            return Err(self.error(&format!(
-                "a file holding the Redis password, at most {MAX_PASSWORD_BYTES} bytes"
-            )));
-        }
-        let text = String::from_utf8(bytes)
-            .map_err(|_| self.error("a file holding the Redis password as UTF-8 text"))?;
-        let password = text.trim_end_matches(['\r', '\n']);
-        if password.is_empty() {
-            return Err(self.error("a file holding the Redis password, but it is empty"));
-        }
-        Ok(Some(password.to_owned()))
-    }
+    Ok(())
 }
 
 /// `redis://user:secret@host` as `redis://user:***@host`: anything between `//` and the
@@ -277,147 +359,116 @@ fn show(d: Duration) -> String {
     }
 }
 
-/// Parses `0`, `250ms`, `2s` or `1m`: whole numbers with a unit, so `5` alone is rejected
-/// rather than guessed.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Settings::from_lookup(|name| {
-            Ok(pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string()))
-        })
+    /// Parses flags only: the process environment is shared by every test.
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let mut cli = Cli::try_parse_from(std::iter::once("web-fe").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.settings.redis.resolve().map_err(|e| e.to_string())?;
+        Ok(cli.settings)
     }
 
     #[test]
     fn defaults_match_the_documented_values() {
-        let s = settings(&[]).unwrap();
-        assert_eq!(s.port, 8080);
-        assert_eq!(s.host.to_string(), "0.0.0.0");
-        assert_eq!(s.redis.addr().to_string(), "redis:6379");
-        assert_eq!(s.redis_timeout, Duration::from_millis(500));
-        assert_eq!(s.redis_restart_grace, Duration::from_secs(3));
-        assert_eq!(s.keep_alive, None);
-        assert_eq!(s.log_format, LogFormat::Text);
-        assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
-        assert_eq!(s.shutdown_drain, Duration::ZERO);
-        assert!(s.workers >= 1);
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.server.port, 8080);
+        assert_eq!(s.server.host.to_string(), "0.0.0.0");
+        assert_eq!(s.server.health_port, 8081);
+        assert_eq!(s.redis.info().addr().to_string(), "redis:6379");
+        assert_eq!(s.redis.timeout, ms(500));
+        assert_eq!(s.redis.restart_grace, secs(3));
+        assert_eq!(s.server.keep_alive, KeepAlive(None));
+        assert_eq!(s.server.request_timeout, secs(5));
+        assert_eq!(s.server.max_connections, 256);
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert_eq!(s.server.shutdown_timeout, secs(5));
+        assert_eq!(s.server.shutdown_drain, ZERO);
+        assert_eq!(s.replica.stale, secs(30));
+        assert!(s.server.workers >= 1);
     }
 
     #[test]
     fn every_bad_value_names_its_variable() {
-        for (var, value) in [
-            ("PORT", "eighty"),
-            ("PORT", "0"),
-            ("PORT", "70000"),
-            ("HOST", "localhost:1"),
-            ("REDIS_URL", "http://redis"),
-            ("REDIS_URL", "rediss://redis:6379"),
-            ("REDIS_TIMEOUT", "0"),
-            ("REDIS_TIMEOUT", "500"),
-            ("KEEP_ALIVE", "sometimes"),
-            ("WORKERS", "0"),
-            ("WORKERS", "-3"),
-            ("LOG_FORMAT", "xml"),
-            ("SHUTDOWN_TIMEOUT", "5 seconds"),
-            ("REDIS_PASSWORD_FILE", "/nonexistent/secret"),
-            ("REDIS_TIMEOUT", "61s"),
-            ("REDIS_TIMEOUT", "99999999999999999m"),
-            ("REDIS_RESTART_GRACE", "2m"),
-            ("REPLICA_STALE", "0"),
-            ("REPLICA_STALE", "2000000000000m"),
-            ("KEEP_ALIVE", "11m"),
-            ("SHUTDOWN_TIMEOUT", "11m"),
-            ("SHUTDOWN_DRAIN", "11m"),
-            ("REQUEST_TIMEOUT", "500ms"),
-            ("MAX_CONNECTIONS", "8"),
+        for (flag, var, value) in [
+            ("--port", "PORT", "eighty"),
+            ("--port", "PORT", "0"),
+            ("--port", "PORT", "70000"),
+            ("--host", "HOST", "localhost:1"),
+            ("--redis-timeout", "REDIS_TIMEOUT", "0"),
+            ("--redis-timeout", "REDIS_TIMEOUT", "500"),
+            ("--redis-timeout", "REDIS_TIMEOUT", "61s"),
+            ("--redis-timeout", "REDIS_TIMEOUT", "99999999999999999m"),
+            ("--redis-restart-grace", "REDIS_RESTART_GRACE", "2m"),
+            ("--replica-stale", "REPLICA_STALE", "0"),
+            ("--replica-stale", "REPLICA_STALE", "2000000000000m"),
+            ("--keep-alive", "KEEP_ALIVE", "sometimes"),
+            ("--keep-alive", "KEEP_ALIVE", "11m"),
+            ("--workers", "WORKERS", "0"),
+            ("--workers", "WORKERS", "-3"),
+            ("--log-format", "LOG_FORMAT", "xml"),
+            ("--shutdown-timeout", "SHUTDOWN_TIMEOUT", "5 fortnights"),
+            ("--shutdown-timeout", "SHUTDOWN_TIMEOUT", "11m"),
+            ("--shutdown-drain", "SHUTDOWN_DRAIN", "11m"),
+            ("--request-timeout", "REQUEST_TIMEOUT", "500ms"),
+            ("--max-connections", "MAX_CONNECTIONS", "8"),
+            ("--health-port", "HEALTH_PORT", "0"),
+            ("--redis-url", "REDIS_URL", "http://redis"),
+            ("--redis-url", "REDIS_URL", "rediss://redis:6379"),
+            (
+                "--redis-password-file",
+                "REDIS_PASSWORD_FILE",
+                "/nonexistent/secret",
+            ),
         ] {
-            let err = settings(&[(var, value)]).unwrap_err();
-            assert_eq!(err.var, var, "{value}");
-            assert!(
-                err.to_string().starts_with(&format!("invalid {var}=")),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn keep_alive_accepts_off_on_and_durations() {
-        assert_eq!(settings(&[("KEEP_ALIVE", "off")]).unwrap().keep_alive, None);
-        assert_eq!(
-            settings(&[("KEEP_ALIVE", "on")]).unwrap().keep_alive,
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(
-            settings(&[("KEEP_ALIVE", "30s")]).unwrap().keep_alive,
-            Some(Duration::from_secs(30))
-        );
-    }
-
-    #[test]
-    fn durations_need_a_unit() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Some(Duration::from_mins(1)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        for bad in ["5", "ms", "-1s", "1.5s", "1h", ""] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
+            let Err(err) = parse(&[&format!("{flag}={value}")]) else {
+                panic!("{flag}={value} was accepted");
+            };
+            assert!(err.contains(var), "{flag} {value}: {err}");
         }
     }
 
     #[test]
     fn range_limits_are_accepted() {
-        let s = settings(&[
-            ("REDIS_TIMEOUT", "1m"),
-            ("REDIS_RESTART_GRACE", "0"),
-            ("REPLICA_STALE", "60m"),
-            ("KEEP_ALIVE", "10m"),
-            ("SHUTDOWN_TIMEOUT", "10m"),
-            ("MAX_CONNECTIONS", "65536"),
+        let s = parse(&[
+            "--redis-timeout=1m",
+            "--redis-restart-grace=0",
+            "--replica-stale=60m",
+            "--keep-alive=10m",
+            "--shutdown-timeout=10m",
+            "--max-connections=65536",
         ])
         .unwrap();
-        assert_eq!(s.replica_stale, secs(3600));
-        assert_eq!(s.max_connections, 65_536);
+        assert_eq!(s.replica.stale, secs(3600));
+        assert_eq!(s.server.max_connections, 65_536);
+        assert_eq!(s.server.keep_alive, KeepAlive(Some(secs(600))));
     }
 
     #[test]
-    fn a_value_that_is_not_utf8_names_its_variable() {
-        let err = Settings::from_lookup(|name| {
-            if name == "REDIS_TIMEOUT" {
-                Err("5\u{fffd}s".into())
-            } else {
-                Ok(None)
-            }
-        })
-        .unwrap_err();
-        assert_eq!(err.var, "REDIS_TIMEOUT");
-        assert_eq!(err.expected, "text in UTF-8");
+    fn keep_alive_accepts_off_on_and_durations() {
+        assert_eq!(keep_alive("off"), Ok(KeepAlive(None)));
+        assert_eq!(keep_alive("on"), Ok(KeepAlive(Some(secs(5)))));
+        assert_eq!(keep_alive("30s"), Ok(KeepAlive(Some(secs(30)))));
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("250ms"), Some(ms(250)));
+        assert_eq!(parse_duration("2s"), Some(secs(2)));
+        assert_eq!(parse_duration("1m"), Some(secs(60)));
+        assert_eq!(parse_duration("0"), Some(ZERO));
+        for bad in ["5", "ms", "-1s", "soon", ""] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 
     #[test]
     fn a_rejected_url_never_shows_its_password() {
-        let err = settings(&[("REDIS_URL", "http://admin:hunter2@redis:6379")]).unwrap_err();
-        assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(err.to_string().contains("admin:***@redis"), "{err}");
+        let err = parse(&["--redis-url", "http://admin:hunter2@redis:6379"]).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("admin:***@redis"), "{err}");
         assert_eq!(redact_url("redis://:p@ss@h:1"), "redis://:***@h:1");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
     }
@@ -434,8 +485,8 @@ mod tests {
     fn password_file_is_read_without_its_newline() {
         let path = std::env::temp_dir().join(format!("web-fe-secret-{}", std::process::id()));
         std::fs::write(&path, "s3cret\n").unwrap();
-        let s = settings(&[("REDIS_PASSWORD_FILE", path.to_str().unwrap())]).unwrap();
+        let s = parse(&["--redis-password-file", path.to_str().unwrap()]).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(s.redis.redis_settings().password(), Some("s3cret"));
+        assert_eq!(s.redis.info().redis_settings().password(), Some("s3cret"));
     }
 }

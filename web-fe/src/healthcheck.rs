@@ -6,14 +6,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::configuration::Settings;
+use crate::configuration::ServerSettings;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn run() -> ExitCode {
-    let result = Settings::from_env()
-        .map_err(|e| e.to_string())
-        .and_then(|settings| probe(local_address(&settings)));
+pub fn run(settings: &ServerSettings) -> ExitCode {
+    let result = probe(local_address(settings));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -24,7 +22,7 @@ pub fn run() -> ExitCode {
 }
 
 /// The health listener, which only listens on loopback (see `startup::health_server`).
-fn local_address(settings: &Settings) -> SocketAddr {
+fn local_address(settings: &ServerSettings) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), settings.health_port)
 }
 

@@ -30,25 +30,26 @@ pub struct Application {
 impl Application {
     /// Binds the port and prepares the workers; Redis is not contacted until a request needs it.
     pub fn build(settings: &Settings) -> io::Result<Self> {
-        let listener = TcpListener::bind((settings.host, settings.port))?;
+        let net = &settings.server;
+        let listener = TcpListener::bind((net.host, net.port))?;
         let port = listener.local_addr()?.port();
-        let health = health_server(settings.health_port)?;
+        let health = health_server(net.health_port)?;
         let replica = Replica::new(
             Replica::local_hostname(),
-            settings.task_slot.clone(),
-            settings.node_name.clone(),
+            settings.replica.task_slot.clone(),
+            settings.replica.node_name.clone(),
         );
         let state = Data::new(AppState::new(
             replica,
-            settings.replica_stale,
-            settings.keep_alive.is_some(),
+            settings.replica.stale,
+            net.keep_alive.0.is_some(),
         ));
         let app_state = state.clone();
-        let (store_settings, hostname) = (settings.clone(), state.replica.hostname.clone());
+        let (redis, hostname) = (settings.redis.clone(), state.replica.hostname.clone());
         let server = HttpServer::new(move || {
             // One store per worker: a multiplexed connection's driver runs on the thread that
             // opened it, so sharing across workers would cost two thread wake-ups per call.
-            let store = Store::new(&store_settings, &hostname);
+            let store = Store::new(&redis, &hostname);
             App::new()
                 .app_data(app_state.clone())
                 .app_data(Data::new(store))
@@ -57,23 +58,25 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
-        .workers(settings.workers)
+        .workers(usize::from(net.workers))
         .on_connect(guard::on_connect)
         // actix caps connections per worker; the setting is per replica.
-        .max_connections(settings.max_connections.div_ceil(settings.workers))
-        .client_request_timeout(settings.request_timeout)
+        .max_connections(
+            usize::try_from(net.max_connections.div_ceil(u32::from(net.workers)))
+                .unwrap_or(usize::MAX),
+        )
+        .client_request_timeout(net.request_timeout)
         // After an answer that closes, unread input is discarded for at most this long, so
         // the client reads the answer instead of a reset.
         .client_disconnect_timeout(Duration::from_secs(1))
         .keep_alive(
-            settings
-                .keep_alive
+            net.keep_alive
+                .0
                 .map_or(KeepAlive::Disabled, KeepAlive::Timeout),
         )
         // actix counts whole seconds; round up so a short timeout is not zero.
         .shutdown_timeout(
-            settings.shutdown_timeout.as_secs()
-                + u64::from(settings.shutdown_timeout.subsec_nanos() > 0),
+            net.shutdown_timeout.as_secs() + u64::from(net.shutdown_timeout.subsec_nanos() > 0),
         )
         // Signals are handled below, so the drain delay can run before the stop.
         .disable_signals()
@@ -81,20 +84,20 @@ impl Application {
         .run();
         tracing::info!(
             replica = %state.replica.hostname,
-            address = %format!("{}:{port}", settings.host),
-            redis = %settings.redis.addr(),
+            address = %format!("{}:{port}", net.host),
+            redis = %settings.redis.info().addr(),
             version = build_info::VERSION,
-            keep_alive = ?settings.keep_alive,
-            workers = settings.workers,
-            max_connections = settings.max_connections,
-            health_port = settings.health_port,
+            keep_alive = ?net.keep_alive.0,
+            workers = net.workers,
+            max_connections = net.max_connections,
+            health_port = net.health_port,
             "web-fe listening"
         );
         Ok(Self {
             server,
             health,
             state,
-            drain: settings.shutdown_drain,
+            drain: net.shutdown_drain,
         })
     }
 

@@ -13,7 +13,7 @@ use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::configuration::{ConfigError, LogFormat, Settings};
+use crate::configuration::{ConfigError, LogFormat, LogSettings};
 use crate::echo::clip;
 use crate::metrics::NO_ROUTE;
 use crate::rejections;
@@ -22,10 +22,10 @@ use crate::state::AppState;
 /// Longest path written to a log line; a fuzzer's 8 KiB path is cut, not logged whole.
 const MAX_LOGGED_PATH: usize = 200;
 
-pub fn init_subscriber(settings: &Settings) -> Result<(), ConfigError> {
-    let filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| ConfigError {
-        var: "RUST_LOG",
-        value: settings.log_filter.clone(),
+pub fn init_subscriber(settings: &LogSettings) -> Result<(), ConfigError> {
+    let filter = EnvFilter::try_new(&settings.filter).map_err(|e| ConfigError {
+        var: "RUST_LOG".into(),
+        value: settings.filter.clone(),
         expected: format!("a filter such as info or web_fe=debug ({e})"),
     })?;
     // actix's own lines about refused requests are summarised by `rejections` instead.
@@ -33,7 +33,7 @@ pub fn init_subscriber(settings: &Settings) -> Result<(), ConfigError> {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stdout)
         .with_target(false);
-    let fmt = match settings.log_format {
+    let fmt = match settings.format {
         LogFormat::Text => fmt.with_ansi(false).boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };

@@ -18,7 +18,7 @@ use deadpool_redis::{Manager, Pool, PoolError};
 
 pub use error::{StoreError, Trouble};
 
-use crate::configuration::Settings;
+use crate::configuration::RedisSettings;
 use crate::replica::Replica;
 
 const HITS: &str = "hits";
@@ -99,8 +99,8 @@ type VisitReply = (
 
 impl Store {
     /// Builds the pool; connections open lazily, so start-up never waits for Redis.
-    pub fn new(settings: &Settings, hostname: &str) -> Self {
-        let (info, timeout) = (settings.redis.clone(), settings.redis_timeout);
+    pub fn new(settings: &RedisSettings, hostname: &str) -> Self {
+        let (info, timeout) = (settings.info().clone(), settings.timeout);
         let address = info.addr().to_string();
         let dropped = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&dropped);
@@ -132,7 +132,7 @@ impl Store {
         Self {
             pool,
             timeout,
-            restart_grace: settings.redis_restart_grace,
+            restart_grace: settings.restart_grace,
             address,
             shared: RefCell::new(None),
             dropped,
