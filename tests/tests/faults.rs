@@ -345,7 +345,9 @@ fn fuzzing_web_fe_keeps_it_serving_with_bounded_memory() {
     let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &web]);
     let rss_before = rss_kib(&pid);
     let hits_before = redis_hits(&redis);
-    let outcome = e2e::fuzz::run(PORT, 0x00c0_ffee, 4_000, 400);
+    // Slow connections stay below MAX_CONNECTIONS (256): beyond it, well-formed clients
+    // wait their turn by design, and hostile_clients.rs tests that flood on its own.
+    let outcome = e2e::fuzz::run(PORT, 0x00c0_ffee, 4_000, 200);
     let rss_after = rss_kib(&pid);
     let moved = redis_hits(&redis) - hits_before;
     let lost = i64::try_from(outcome.views_answered).unwrap() - i64::try_from(moved).unwrap();

@@ -36,8 +36,9 @@ impl Application {
         let health = health_server(net.health_port)?;
         let replica = Replica::new(
             Replica::local_hostname(),
-            settings.replica.task_slot.clone(),
-            settings.replica.node_name.clone(),
+            // An empty value (`TASK_SLOT=`) says nothing: shown as not set.
+            settings.replica.task_slot.clone().filter(|s| !s.is_empty()),
+            settings.replica.node_name.clone().filter(|s| !s.is_empty()),
         );
         let state = Data::new(AppState::new(
             replica,
