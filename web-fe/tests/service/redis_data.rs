@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::support::{FlakyProxy, Redis, WebFe, client, text};
+use crate::support::{FlakyProxy, Redis, WebFe, client, get_json, text};
 
 fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
@@ -139,14 +139,7 @@ async fn a_hits_key_that_is_not_a_number_is_refused_truthfully() {
     // Fixed by a person, counting carries on without a restart.
     redis.command(&["DEL", "hits"]).unwrap();
     redis.command(&["SET", "hits", "41"]).unwrap();
-    let json: Value = http
-        .get(web.url("/api"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json: Value = get_json(&http, &web.url("/api")).await;
     assert_eq!(json["count"], 42);
 }
 
@@ -168,14 +161,7 @@ async fn a_view_stays_small_whatever_the_history() {
     let web = WebFe::start(&redis.url(), &[]);
     let http = client();
     let page = text(&http, &web.url("/")).await;
-    let json: Value = http
-        .get(web.url("/api"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json: Value = get_json(&http, &web.url("/api")).await;
     let listed = json["replicas"].as_array().unwrap().len();
     println!(
         "history of {HISTORY}: page {} bytes, {listed} rows",

@@ -342,6 +342,12 @@ pub fn client() -> reqwest::Client {
         .expect("client builds")
 }
 
+/// GETs `url` and reads the body as JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let response = http.get(url).send().await.expect("request sent");
+    response.json().await.expect("a JSON body")
+}
+
 /// GETs `url` and returns the body, for assertions on what a page or probe says.
 pub async fn text(http: &reqwest::Client, url: &str) -> String {
     let response = http.get(url).send().await.expect("request sent");
