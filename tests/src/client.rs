@@ -1,8 +1,8 @@
 //! Load from inside a Docker network: a client container runs curl loops that resolve
 //! `tasks.web-fe` for every connection (no routing mesh or VIP needed), and its log is
-//! tallied into one report. Used on the single-node stack and on the lab alike.
+//! tallied into the same [`LoadReport`] as load from the host. Used on the single-node stack and on the lab alike.
 
-use std::collections::BTreeMap;
+use crate::load::LoadReport;
 
 /// A shell script for a client container: `loops` curl loops, each bounded to 20,000
 /// requests and 5 minutes, until `/tmp/stop` exists. One line per request: the status
@@ -19,37 +19,23 @@ pub fn request_loops(loops: u32) -> String {
     )
 }
 
-/// What the client saw: 200s, other answers by status, and which replicas they came from.
-#[derive(Debug, Default)]
-pub struct ClientReport {
-    pub ok: u64,
-    pub failed: BTreeMap<String, u64>,
-    pub failed_addresses: BTreeMap<String, u64>,
-}
-
-impl ClientReport {
-    /// Reads the log of [`request_loops`].
-    pub fn tally(log: &str) -> Self {
-        let mut report = Self::default();
-        for line in log.lines() {
-            let mut parts = line.split_whitespace();
-            let Some(code) = parts.next() else {
-                continue;
-            };
-            if code == "200" {
-                report.ok += 1;
-            } else {
-                *report.failed.entry(code.to_owned()).or_default() += 1;
-                let address = parts.next().unwrap_or("none").to_owned();
-                *report.failed_addresses.entry(address).or_default() += 1;
-            }
+/// Reads the log of [`request_loops`].
+pub fn tally(log: &str) -> LoadReport {
+    let mut report = LoadReport::default();
+    for line in log.lines() {
+        let mut parts = line.split_whitespace();
+        let Some(code) = parts.next() else {
+            continue;
+        };
+        if code == "200" {
+            report.ok += 1;
+        } else {
+            *report.failures.entry(code.to_owned()).or_default() += 1;
+            let address = parts.next().unwrap_or("none").to_owned();
+            *report.failed_addresses.entry(address).or_default() += 1;
         }
-        report
     }
-
-    pub fn failures(&self) -> u64 {
-        self.failed.values().sum()
-    }
+    report
 }
 
 #[cfg(test)]
@@ -58,10 +44,10 @@ mod tests {
 
     #[test]
     fn a_log_is_tallied_by_status_and_failing_address() {
-        let report = ClientReport::tally("200 10.0.1.3\n200 10.0.1.4\n000 \n502 10.0.1.9\n\n");
+        let report = tally("200 10.0.1.3\n200 10.0.1.4\n000 \n502 10.0.1.9\n\n");
         assert_eq!(report.ok, 2);
-        assert_eq!(report.failures(), 2);
-        assert_eq!(report.failed["000"], 1);
+        assert_eq!(report.failed(), 2);
+        assert_eq!(report.failures["000"], 1);
         assert_eq!(report.failed_addresses["none"], 1);
         assert_eq!(report.failed_addresses["10.0.1.9"], 1);
     }

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::client::{ClientReport, request_loops};
+use crate::client::{request_loops, tally};
+use crate::load::LoadReport;
 use crate::{checked, client_image, image_setting, redis_image, repo_root, wait_for};
 
 /// Where the stack's tasks reach each other, and where the client joins.
@@ -132,7 +133,8 @@ impl Lab {
         });
     }
 
-    pub fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+    /// Waits up to [`SETTLE`] for `done`: swarm across nested engines converges slowly.
+    pub fn settle(&self, what: &str, mut done: impl FnMut() -> bool) {
         wait_for(what, SETTLE, || done().then_some(()));
     }
 
@@ -258,13 +260,13 @@ pub struct LabLoad<'a> {
 }
 
 impl LabLoad<'_> {
-    pub fn finish(self) -> ClientReport {
+    pub fn finish(self) -> LoadReport {
         let lab = self.lab;
         let _ = lab.try_docker(&["exec", &self.name, "touch", "/tmp/stop"]);
         lab.docker(&["wait", &self.name]);
         let log = lab.docker(&["logs", &self.name]);
         let _ = lab.try_docker(&["rm", "-f", &self.name]);
-        ClientReport::tally(&log)
+        tally(&log)
     }
 }
 

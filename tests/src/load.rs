@@ -11,6 +11,9 @@ pub struct LoadReport {
     pub ok: u64,
     /// Other answers and transport errors, by status code or error kind.
     pub failures: std::collections::BTreeMap<String, u64>,
+    /// Failures by the replica address they went to (from a client inside a Docker
+    /// network, which sees replicas' own addresses; `none` when none was reached).
+    pub failed_addresses: std::collections::BTreeMap<String, u64>,
     /// Time from the first failure to the first success after it, if anything failed.
     pub recovery: Option<Duration>,
 }

@@ -79,50 +79,65 @@ fn kill_redis_process(redis: &str) {
     );
 }
 
-#[test]
-fn redis_restarts_and_kills_lose_no_acknowledged_increment() {
+/// Compose up, one fault under load, the row, and exactly-once checked from `hits`.
+fn fault_under_load(
+    project: &str,
+    fault: &str,
+    injection: &str,
+    inject: impl FnOnce(&Compose, &str),
+) -> (LoadReport, u64) {
     let _lock = exclusive();
     build_web_fe_image();
-    let compose = Compose::v2("faults");
+    let compose = Compose::v2(project);
     let _cleanup = compose.cleanup();
     let (_, redis) = up(&compose);
+    let (report, counted) = under_load(&redis, || inject(&compose, &redis));
+    let lost = i64::try_from(report.ok).unwrap() - i64::try_from(counted).unwrap();
+    report_row(fault, injection, &report, lost);
+    assert!(report.ok > 0, "nothing was served: {report:?}");
+    (report, counted)
+}
 
-    let (report, counted) = under_load(&redis, || {
-        docker_ok(&["restart", &redis]);
-    });
-    report_row(
+#[test]
+fn docker_restart_of_redis_counts_every_view_once() {
+    let (report, counted) = fault_under_load(
+        "restart",
         "Redis restarted gracefully",
         "`docker restart redis`",
-        &report,
-        report.ok as i64 - counted as i64,
+        |_, redis| {
+            docker_ok(&["restart", redis]);
+        },
     );
-    assert!(report.ok > 0);
     assert_eq!(
         counted, report.ok,
         "every 200 counted exactly once: {report:?}"
     );
+}
 
-    let (report, counted) = under_load(&redis, || {
-        compose.run(&["restart", "redis"]);
-    });
-    report_row(
+#[test]
+fn compose_restart_of_redis_counts_every_view_once() {
+    let (report, counted) = fault_under_load(
+        "crestart",
         "Redis restarted gracefully",
         "`docker compose restart redis`",
-        &report,
-        report.ok as i64 - counted as i64,
+        |compose, _| {
+            compose.run(&["restart", "redis"]);
+        },
     );
     assert_eq!(
         counted, report.ok,
         "every 200 counted exactly once: {report:?}"
     );
+}
 
-    // SIGKILL: no clean shutdown. The append-only file keeps every acknowledged write.
-    let (report, counted) = under_load(&redis, || kill_redis_process(&redis));
-    report_row(
+#[test]
+fn sigkill_of_redis_with_appendonly_loses_no_acknowledged_view() {
+    // No clean shutdown. The append-only file keeps every acknowledged write.
+    let (report, counted) = fault_under_load(
+        "kill",
         "Redis killed (appendonly yes)",
         "SIGKILL to redis-server",
-        &report,
-        report.ok as i64 - counted as i64,
+        |_, redis| kill_redis_process(redis),
     );
     assert!(
         counted >= report.ok,

@@ -6,11 +6,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use e2e::client::ClientReport;
 use e2e::lab::{Lab, REDIS_NODE, WEB};
 use e2e::{
-    WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant, docker, docker_ok, exclusive,
-    reliability_row,
+    LoadReport, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant, docker, docker_ok,
+    exclusive, reliability_row,
 };
 
 const V2_IMAGE: &str = "counter-web-fe:lab-v2";
@@ -121,7 +120,7 @@ fn under_load(
     fault: &str,
     injection: &str,
     inject: impl FnOnce() -> String,
-) -> ClientReport {
+) -> LoadReport {
     let before = lab.hits();
     let load = lab.load(LOOPS);
     std::thread::sleep(Duration::from_secs(2));
@@ -135,9 +134,9 @@ fn under_load(
     println!("{fault}: {report:?}; hits moved {moved}");
     reliability_row(&format!(
         "{fault} | {injection} | {} | {} {:?} | {lost} | {outcome} in {:.0} s",
-        report.ok + report.failures(),
-        report.failures(),
-        report.failed,
+        report.ok + report.failed(),
+        report.failed(),
+        report.failures,
         took.as_secs_f64()
     ));
     assert!(report.ok > 0, "nothing was served during {fault}");
@@ -146,7 +145,7 @@ fn under_load(
         "{lost} views answered 200 were not counted during {fault}"
     );
     assert!(
-        -lost <= i64::try_from(report.failures()).unwrap(),
+        -lost <= i64::try_from(report.failed()).unwrap(),
         "more views counted than were answered or failed during {fault}"
     );
     report
@@ -164,7 +163,7 @@ fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab) {
         "`docker node update --availability drain worker2`",
         || {
             lab.docker(&["node", "update", "--availability", "drain", "worker2"]);
-            lab.wait_until("worker2's tasks to move", || {
+            lab.settle("worker2's tasks to move", || {
                 let spread = lab.tasks_by_node();
                 !spread.contains_key("worker2") && spread.values().sum::<usize>() == 12
             });
@@ -172,7 +171,7 @@ fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab) {
         },
     );
     assert_eq!(
-        report.failures(),
+        report.failed(),
         0,
         "requests failed while draining: {report:?}"
     );
@@ -192,7 +191,7 @@ fn losing_a_worker_machine_heals_and_it_rejoins(lab: &Lab) {
             docker_ok(&["kill", &Lab::machine(victim)]);
             lab.wait_node(victim, "Down");
             seen_down = killed.elapsed();
-            lab.wait_until("10/10 on the other nodes", || {
+            lab.settle("10/10 on the other nodes", || {
                 let spread = lab.tasks_by_node();
                 !spread.contains_key(victim) && spread.values().sum::<usize>() == 10
             });
@@ -245,7 +244,7 @@ fn losing_quorum_refuses_changes_but_keeps_serving(lab: &Lab) {
     for manager in ["manager2", "manager3"] {
         docker_ok(&["start", &Lab::machine(manager)]);
     }
-    lab.wait_until("a leader again", || {
+    lab.settle("a leader again", || {
         lab.try_docker(&["service", "scale", "--detach", &format!("{WEB}=10")])
             .0
     });
@@ -274,7 +273,7 @@ fn rolling_to_v2_through_the_registry_fails_no_request(lab: &Lab) {
         },
     );
     assert_eq!(
-        report.failures(),
+        report.failed(),
         0,
         "requests failed during the rolling update: {report:?}"
     );

@@ -3,16 +3,16 @@
 //! image) with zero failed requests, a broken image that rolls back by itself, replicas
 //! removed under load, and the hardening of the running tasks.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::client::{ClientReport, request_loops};
+use e2e::client::{request_loops, tally};
 use e2e::{
-    CONVERGE, Cleanup, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant, check_redis_locked,
-    check_web_fe_hardening, client_image, deploy_stack, docker, docker_ok, exclusive, join_swarm,
-    redis_hits, reliability_row, remove_stack, running_tasks, service_containers, wait_for,
+    CONVERGE, Cleanup, LoadReport, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant,
+    check_redis_locked, check_web_fe_hardening, client_image, deploy_stack, docker, docker_ok,
+    exclusive, join_swarm, redis_hits, reliability_row, remove_stack, running_tasks,
+    service_containers, wait_for,
 };
 
 const V2_IMAGE: &str = "counter-web-fe:e2e-v2";
@@ -20,29 +20,48 @@ const BROKEN_IMAGE: &str = "counter-web-fe:e2e-broken";
 /// Parallel request loops in the client container.
 const LOOPS: u32 = 4;
 
-#[test]
-fn stack_survives_updates_rollbacks_and_lost_replicas_under_load() {
-    let _lock = exclusive();
-    build_web_fe_image();
-    build_second_images();
-    let _swarm = join_swarm();
-    let stack = format!("counter-e2e-faults-{}", std::process::id());
-    // Undone in reverse: the stack goes first, then the images its tasks used.
-    let mut cleanup = Cleanup::new();
-    for image in [V2_IMAGE, BROKEN_IMAGE] {
-        cleanup.docker(&["image", "rm", image]);
-    }
-    let name = stack.clone();
-    cleanup.run(move || remove_stack(&name));
-    deploy_stack(&stack, WEB_FE_IMAGE);
-    let web = format!("{stack}_web-fe");
-    let redis = service_containers(&format!("{stack}_redis"))
-        .pop()
-        .expect("a Redis task");
+/// The stack deployed for one test, with its swarm, and removed when the test ends.
+struct Deployed {
+    web: String,
+    redis: String,
+    network: String,
+    _cleanup: Cleanup,
+    _swarm: Cleanup,
+}
 
-    let tasks = service_containers(&web);
+impl Deployed {
+    fn new(test: &str) -> Self {
+        build_web_fe_image();
+        let swarm = join_swarm();
+        let stack = format!("counter-e2e-{test}-{}", std::process::id());
+        let mut cleanup = Cleanup::new();
+        let name = stack.clone();
+        cleanup.run(move || remove_stack(&name));
+        deploy_stack(&stack, WEB_FE_IMAGE);
+        let redis = service_containers(&format!("{stack}_redis"))
+            .pop()
+            .expect("a Redis task");
+        Self {
+            web: format!("{stack}_web-fe"),
+            redis,
+            network: format!("{stack}_counter-net"),
+            _cleanup: cleanup,
+            _swarm: swarm,
+        }
+    }
+
+    fn under_load(&self, fault: &str, injection: &str, inject: impl FnOnce()) -> LoadReport {
+        under_load(&self.network, &self.redis, fault, injection, inject)
+    }
+}
+
+#[test]
+fn stack_tasks_are_hardened() {
+    let _lock = exclusive();
+    let stack = Deployed::new("hard");
+    let tasks = service_containers(&stack.web);
     check_web_fe_hardening(&tasks[0]);
-    check_redis_locked(&redis, &tasks[0]);
+    check_redis_locked(&stack.redis, &tasks[0]);
     let limits = docker_ok(&[
         "inspect",
         "-f",
@@ -50,94 +69,106 @@ fn stack_survives_updates_rollbacks_and_lost_replicas_under_load() {
         &tasks[0],
     ]);
     assert_eq!(limits, format!("{} 500000000", 64 * 1024 * 1024));
+    let redis_service = stack.web.replace("_web-fe", "_redis");
     let published = docker_ok(&[
         "service",
         "inspect",
         "-f",
         "{{json .Endpoint.Ports}}",
-        &format!("{stack}_redis"),
+        &redis_service,
     ]);
     assert!(
         published == "null" || published == "[]",
         "Redis is published: {published}"
     );
+}
 
-    let network = format!("{stack}_counter-net");
-    under_load(
-        &network,
-        &redis,
-        "Rolling update",
-        "`docker service update --force`",
-        || {
-            assert!(update(&web, &["--force"]).status.success());
-        },
-        |report| assert_eq!(report.failed, 0, "{report:?}"),
-    );
+#[test]
+fn a_forced_rolling_update_fails_no_request() {
+    let _lock = exclusive();
+    let stack = Deployed::new("force");
+    let report = stack.under_load("Rolling update", "`docker service update --force`", || {
+        assert!(update(&stack.web, &["--force"]).status.success());
+    });
+    assert_eq!(report.failed(), 0, "{report:?}");
+}
 
-    under_load(
-        &network,
-        &redis,
+#[test]
+fn a_rolling_update_to_a_new_image_fails_no_request() {
+    let _lock = exclusive();
+    build_web_fe_variant(V2_IMAGE, "2.0.0-e2e", "#c2410c");
+    let _image = remove_after(V2_IMAGE);
+    let stack = Deployed::new("v2");
+    let report = stack.under_load(
         "Rolling update to a new image",
         "`docker service update --image v2`",
         || {
-            assert!(update(&web, &["--image", V2_IMAGE]).status.success());
+            assert!(update(&stack.web, &["--image", V2_IMAGE]).status.success());
         },
-        |report| assert_eq!(report.failed, 0, "{report:?}"),
     );
-    assert_eq!(service_image(&web), V2_IMAGE);
+    assert_eq!(report.failed(), 0, "{report:?}");
+    assert_eq!(service_image(&stack.web), V2_IMAGE);
+}
 
-    under_load(
-        &network,
-        &redis,
+#[test]
+fn an_image_that_fails_at_start_rolls_back_by_itself() {
+    let _lock = exclusive();
+    build_web_fe_image();
+    build_broken_image();
+    // Declared before the stack, so removed after it (and after its failed tasks).
+    let _image = remove_after(BROKEN_IMAGE);
+    let stack = Deployed::new("rollback");
+    let web = &stack.web;
+    let report = stack.under_load(
         "Update to an image that fails at start",
         "`docker service update --image broken`",
         || {
             // The CLI reports the failed update; swarm rolls back by itself.
-            let _ = update(&web, &["--image", BROKEN_IMAGE]);
+            let _ = update(web, &["--image", BROKEN_IMAGE]);
             wait_for("the automatic rollback", CONVERGE, || {
                 let state =
-                    docker_ok(&["service", "inspect", "-f", "{{.UpdateStatus.State}}", &web]);
-                (state == "rollback_completed" && running_tasks(&web) == 10).then_some(())
+                    docker_ok(&["service", "inspect", "-f", "{{.UpdateStatus.State}}", web]);
+                (state == "rollback_completed" && running_tasks(web) == 10).then_some(())
             });
         },
-        |report| assert_eq!(report.failed, 0, "{report:?}"),
     );
+    assert_eq!(report.failed(), 0, "{report:?}");
     assert_eq!(
-        service_image(&web),
-        V2_IMAGE,
+        service_image(web),
+        WEB_FE_IMAGE,
         "rolled back to the last good image"
-    );
-
-    under_load(
-        &network,
-        &redis,
-        "3 of 10 replicas removed",
-        "`docker rm -f` on 3 task containers",
-        || {
-            let before = service_containers(&web);
-            let removed: Vec<&str> = before.iter().take(3).map(String::as_str).collect();
-            docker_ok(&[&["rm", "-f"][..], &removed].concat());
-            wait_for("swarm to restore 10 replicas", CONVERGE, || {
-                let now = service_containers(&web);
-                let fresh = removed.iter().all(|r| !now.iter().any(|n| n == r));
-                (fresh && now.len() == 10 && running_tasks(&web) == 10).then_some(())
-            });
-        },
-        |report| {
-            // Only requests on connections already open to a removed container may fail:
-            // at most one per client loop.
-            assert!(report.failed <= u64::from(LOOPS), "{report:?}");
-        },
     );
 }
 
-#[derive(Debug, Default)]
-struct Report {
-    ok: u64,
-    failed: u64,
-    /// Failed answers by status (`000`: no answer).
-    codes: BTreeMap<String, u64>,
-    counted: u64,
+#[test]
+fn removed_replicas_are_replaced_under_load() {
+    let _lock = exclusive();
+    let stack = Deployed::new("heal");
+    let web = &stack.web;
+    let report = stack.under_load(
+        "3 of 10 replicas removed",
+        "`docker rm -f` on 3 task containers",
+        || {
+            let before = service_containers(web);
+            let removed: Vec<&str> = before.iter().take(3).map(String::as_str).collect();
+            docker_ok(&[&["rm", "-f"][..], &removed].concat());
+            wait_for("swarm to restore 10 replicas", CONVERGE, || {
+                let now = service_containers(web);
+                let fresh = removed.iter().all(|r| !now.iter().any(|n| n == r));
+                (fresh && now.len() == 10 && running_tasks(web) == 10).then_some(())
+            });
+        },
+    );
+    // Only requests on connections already open to a removed container may fail: at
+    // most one per client loop.
+    assert!(report.failed() <= u64::from(LOOPS), "{report:?}");
+}
+
+/// Removes `image` when the test ends.
+fn remove_after(image: &str) -> Cleanup {
+    let mut cleanup = Cleanup::new();
+    cleanup.docker(&["image", "rm", image]);
+    cleanup
 }
 
 /// Runs the client loops around `fault`, then checks that every 200 was counted once,
@@ -148,8 +179,7 @@ fn under_load(
     fault: &str,
     injection: &str,
     inject: impl FnOnce(),
-    check: impl FnOnce(&Report),
-) {
+) -> LoadReport {
     let before = redis_hits(redis);
     let client = Client::start(network);
     std::thread::sleep(Duration::from_secs(2));
@@ -157,31 +187,23 @@ fn under_load(
     inject();
     let took = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
-    let seen = client.finish();
-    let report = Report {
-        ok: seen.ok,
-        failed: seen.failures(),
-        counted: redis_hits(redis) - before,
-        codes: seen.failed,
-    };
+    let report = client.finish();
+    let counted = redis_hits(redis) - before;
+    let lost = i64::try_from(report.ok).unwrap() - i64::try_from(counted).unwrap();
     reliability_row(&format!(
-        "{fault} | {injection} | {} | {} {:?} | {} | converged in {:.0} s",
-        report.ok + report.failed,
-        report.failed,
-        report.codes,
-        report.ok as i64 - report.counted as i64,
+        "{fault} | {injection} | {} | {} {:?} | {lost} | converged in {:.0} s",
+        report.sent(),
+        report.failed(),
+        report.failures,
         took.as_secs_f64()
     ));
     assert!(report.ok > 50, "too little load: {report:?}");
+    assert!(counted >= report.ok, "a 200 was not counted: {report:?}");
     assert!(
-        report.counted >= report.ok,
-        "a 200 was not counted: {report:?}"
-    );
-    assert!(
-        report.counted - report.ok <= report.failed,
+        counted - report.ok <= report.failed(),
         "counted more than was served: {report:?}"
     );
-    check(&report);
+    report
 }
 
 /// A container on the stack's network with request loops that resolve `tasks.web-fe`
@@ -220,10 +242,10 @@ impl Client {
     }
 
     /// Stops the loops and tallies what they saw.
-    fn finish(self) -> ClientReport {
+    fn finish(self) -> LoadReport {
         docker_ok(&["exec", &self.name, "touch", "/tmp/stop"]);
         docker_ok(&["wait", &self.name]);
-        ClientReport::tally(&docker_ok(&["logs", &self.name]))
+        tally(&docker_ok(&["logs", &self.name]))
     }
 }
 
@@ -244,12 +266,10 @@ fn service_image(service: &str) -> String {
     image.split('@').next().unwrap_or_default().to_owned()
 }
 
-/// A second version, as the walkthrough builds it, and a broken release: a bad setting
-/// baked in makes it exit at start. (A broken HEALTHCHECK in an image would not do: the
-/// stack's own health check replaces it.)
-fn build_second_images() {
-    build_web_fe_variant(V2_IMAGE, "2.0.0-e2e", "#c2410c");
-    let dockerfile = format!("FROM {V2_IMAGE}\nENV WORKERS=0\n");
+/// A broken release: a bad setting baked in makes it exit at start. (A broken HEALTHCHECK
+/// in an image would not do: the stack's own health check replaces it.)
+fn build_broken_image() {
+    let dockerfile = format!("FROM {WEB_FE_IMAGE}\nENV WORKERS=0\n");
     let mut build = Command::new("docker")
         .env("DOCKER_BUILDKIT", "0")
         .args(["build", "-q", "-t", BROKEN_IMAGE, "-"])

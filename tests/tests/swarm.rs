@@ -16,15 +16,10 @@ use e2e::{
 use serde_json::Value;
 
 #[test]
-fn swarm_walkthrough_scales_heals_and_runs_the_stack() {
+fn an_imperative_service_scales_and_heals() {
     let _lock = exclusive();
     build_web_fe_image();
     let _swarm = join_swarm();
-    imperative_service_scales_and_heals();
-    stack_runs_ten_replicas_on_one_counter();
-}
-
-fn imperative_service_scales_and_heals() {
     let tag = std::process::id();
     let network = format!("counter-e2e-net-{tag}");
     let redis = format!("counter-e2e-redis-{tag}");
@@ -110,7 +105,11 @@ fn imperative_service_scales_and_heals() {
     });
 }
 
-fn stack_runs_ten_replicas_on_one_counter() {
+#[test]
+fn the_stack_runs_ten_replicas_on_one_counter() {
+    let _lock = exclusive();
+    build_web_fe_image();
+    let _swarm = join_swarm();
     let stack = format!("counter-e2e-{}", std::process::id());
     let mut cleanup = Cleanup::new();
     let name = stack.clone();
