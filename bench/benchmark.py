@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "target", "release", "web-fe")
@@ -132,7 +133,7 @@ def main():
                         help="extra redis-server arguments, e.g. '--appendonly yes'")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
-    need("redis-server", "redis-benchmark", "wrk")
+    need("redis-server", "redis-cli", "redis-benchmark", "wrk")
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-p", "web-fe"], cwd=ROOT, check=True)
 
@@ -159,6 +160,7 @@ def main():
     finally:
         stop(redis)
     persistence = persistence_runs(args.seconds, data_dir)
+    history = history_run(args.seconds, data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
 
     cpu = os.cpu_count()
@@ -178,9 +180,44 @@ def main():
                   f"loaded RSS {r['loaded_kib'] / 1024:.1f} MiB")
 
 
+    print(f"A long history: {history['replicas']:,} replicas in Redis, / with keep-alive: "
+          f"page {history['page_bytes']:,} bytes, {history['rps']:,.0f} req/s, "
+          f"p99 {history['p99_ms']:.2f} ms")
     print("Redis persistence, /api with keep-alive:")
     for name, r in persistence:
         print(f"  {name:34} {r['rps']:>10,.0f} req/s  p99 {r['p99_ms']:.2f} ms")
+
+
+HISTORY = 10_000
+
+# Seeds replicas that served long ago, as after many deploys, in the keys web-fe uses.
+SEED_HISTORY = """
+for i = 1, tonumber(ARGV[2]) do
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) - i, 'old-replica-' .. i)
+  redis.call('HSET', KEYS[2], 'old-replica-' .. i, 7)
+end
+"""
+
+
+def history_run(seconds, data_dir):
+    """The page's cost with 10,000 replicas in Redis: it must not grow with them."""
+    redis_port, port = free_port(), free_port()
+    redis = start_redis(redis_port, [], data_dir)
+    try:
+        now_ms = str(int(time.time() * 1000))
+        subprocess.run(["redis-cli", "-p", str(redis_port), "EVAL", SEED_HISTORY, "2",
+                        "replicas:last-seen", "replicas:served", now_ms, str(HISTORY)],
+                       check=True, capture_output=True)
+        web, _ = start_web(port, redis_port, "on")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as page:
+                page_bytes = len(page.read())
+            result = wrk(port, "/", seconds, close=False)
+        finally:
+            stop(web)
+    finally:
+        stop(redis)
+    return {"replicas": HISTORY, "page_bytes": page_bytes, **result}
 
 
 PERSISTENCE = [
