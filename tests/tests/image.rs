@@ -126,12 +126,27 @@ fn source_edit_reuses_the_dependency_layer() {
         !sources.contains("Using cache"),
         "the edited source was not copied"
     );
-    let app = step("install -D");
+    // The classic builder may colour a step's stderr; the words are what count.
+    let app = without_colours(step("install -D"));
     let compiled: Vec<&str> = app.lines().filter(|l| l.contains("Compiling ")).collect();
     assert!(
         !compiled.is_empty() && compiled.iter().all(|l| l.contains("Compiling web-fe ")),
         "only web-fe may be compiled after a source edit:\n{app}"
     );
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`).
+fn without_colours(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().take_while(|c| *c != 'm').for_each(drop);
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 #[test]
