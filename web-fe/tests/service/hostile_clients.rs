@@ -2,27 +2,19 @@
 //! past a close, send malformed requests. Each must cost bounded resources and count nothing
 //! it should not.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Redis, WebFe, client, open_fds, raw_request, reliability_row, rss_kib, run_to_exit, text,
+    Redis, WebFe, client, exchange, open_fds, raw_request, reliability_row, rss_kib, run_to_exit,
+    text,
 };
 
-/// Sends `bytes` and never finishes the request; returns what came back and how long the
-/// server kept the connection open.
+/// Sends `bytes`, which never finish a request: the reply and how long the server kept the
+/// connection open.
 fn unfinished_request(port: u16, bytes: &[u8], patience: Duration) -> (String, Duration) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(patience)).unwrap();
-    stream.write_all(bytes).unwrap();
-    let started = Instant::now();
-    let mut reply = Vec::new();
-    let _ = stream.read_to_end(&mut reply);
-    (
-        String::from_utf8_lossy(&reply).into_owned(),
-        started.elapsed(),
-    )
+    exchange(port, bytes, patience).expect("web-fe accepts connections")
 }
 
 #[test]

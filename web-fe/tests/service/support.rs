@@ -324,15 +324,23 @@ pub fn get_status(port: u16, path: &str) -> Option<u16> {
     Some(response.status().as_u16())
 }
 
-/// Sends raw bytes (malformed ones are the point of some tests) and reads until the server closes or 2 s pass; None if it cannot connect.
+/// Sends raw bytes (malformed ones are the point of some tests) and reads until the server
+/// closes or 2 s pass; None if it cannot connect.
 pub fn raw_request(port: u16, bytes: &[u8]) -> Option<String> {
+    exchange(port, bytes, Duration::from_secs(2)).map(|(reply, _)| reply)
+}
+
+/// Sends raw bytes and reads until the server closes or `patience` passes: the reply, and
+/// how long the server kept the connection open after the bytes went out.
+pub fn exchange(port: u16, bytes: &[u8], patience: Duration) -> Option<(String, Duration)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.set_read_timeout(Some(patience)).ok()?;
     // A server may answer and close before reading everything; that is not a failure here.
     let _ = stream.write_all(bytes);
+    let sent = Instant::now();
     let mut reply = Vec::new();
     let _ = stream.read_to_end(&mut reply);
-    Some(String::from_utf8_lossy(&reply).into_owned())
+    Some((String::from_utf8_lossy(&reply).into_owned(), sent.elapsed()))
 }
 
 pub fn client() -> reqwest::Client {
