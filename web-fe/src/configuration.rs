@@ -117,9 +117,17 @@ pub struct ReplicaSettings {
     /// Swarm node shown under the hostname (stack.yml sets it).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
-    /// A replica unseen this long starts fading; it is forgotten after 20 times this, 1s-60m.
-    #[arg(long = "replica-stale", env = "REPLICA_STALE", value_name = "REPLICA_STALE", default_value = "30s", value_parser = duration_in(secs(1)..=secs(3600)))]
-    pub stale: Duration,
+    /// Name on the page and the board, 1-64 letters, digits, '-', '_' or '.' (default: the
+    /// hostname, which Docker sets to the container id); for processes sharing one host.
+    #[arg(long = "replica-name", env = "REPLICA_NAME", value_name = "REPLICA_NAME", value_parser = replica_name)]
+    pub name: Option<String>,
+    /// How often this replica tells Redis it is alive, 200ms-10s; it is shown as gone
+    /// after three missed beats.
+    #[arg(long = "heartbeat", env = "HEARTBEAT", value_name = "HEARTBEAT", default_value = "1s", value_parser = duration_in(ms(200)..=secs(10)))]
+    pub heartbeat: Duration,
+    /// How long a stopped replica stays on the board, marked, before it drops off, 5s-1h.
+    #[arg(long = "replica-forget", env = "REPLICA_FORGET", value_name = "REPLICA_FORGET", default_value = "30s", value_parser = duration_in(secs(5)..=secs(3600)))]
+    pub forget: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -262,6 +270,16 @@ fn keep_alive(text: &str) -> Result<KeepAlive, String> {
     }
 }
 
+/// Shown on pages and stored in Redis as a hash field: short and printable.
+fn replica_name(text: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    ok.then(|| text.to_owned())
+        .ok_or_else(|| "1 to 64 letters, digits, '-', '_' or '.'".to_owned())
+}
+
 /// `0`, or a number with a unit (`250ms`, `2s`, `1m`), by humantime; `5` alone is
 /// rejected rather than guessed.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -386,7 +404,9 @@ mod tests {
         assert_eq!(s.log.format, LogFormat::Text);
         assert_eq!(s.server.shutdown_timeout, secs(5));
         assert_eq!(s.server.shutdown_drain, ZERO);
-        assert_eq!(s.replica.stale, secs(30));
+        assert_eq!(s.replica.heartbeat, secs(1));
+        assert_eq!(s.replica.forget, secs(30));
+        assert_eq!(s.replica.name, None);
         assert!(s.server.workers >= 1);
     }
 
@@ -402,8 +422,10 @@ mod tests {
             ("--redis-timeout", "REDIS_TIMEOUT", "61s"),
             ("--redis-timeout", "REDIS_TIMEOUT", "99999999999999999m"),
             ("--redis-restart-grace", "REDIS_RESTART_GRACE", "2m"),
-            ("--replica-stale", "REPLICA_STALE", "0"),
-            ("--replica-stale", "REPLICA_STALE", "2000000000000m"),
+            ("--heartbeat", "HEARTBEAT", "100ms"),
+            ("--heartbeat", "HEARTBEAT", "2000000000000m"),
+            ("--replica-forget", "REPLICA_FORGET", "2h"),
+            ("--replica-name", "REPLICA_NAME", "two words"),
             ("--keep-alive", "KEEP_ALIVE", "sometimes"),
             ("--keep-alive", "KEEP_ALIVE", "11m"),
             ("--workers", "WORKERS", "0"),
@@ -435,13 +457,15 @@ mod tests {
         let s = parse(&[
             "--redis-timeout=1m",
             "--redis-restart-grace=0",
-            "--replica-stale=60m",
+            "--replica-forget=1h",
+            "--heartbeat=10s",
             "--keep-alive=10m",
             "--shutdown-timeout=10m",
             "--max-connections=65536",
         ])
         .unwrap();
-        assert_eq!(s.replica.stale, secs(3600));
+        assert_eq!(s.replica.forget, secs(3600));
+        assert_eq!(s.replica.heartbeat, secs(10));
         assert_eq!(s.server.max_connections, 65_536);
         assert_eq!(s.server.keep_alive, KeepAlive(Some(secs(600))));
     }

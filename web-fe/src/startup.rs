@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -10,20 +11,24 @@ use actix_web::middleware::from_fn;
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{oneshot, watch};
 
+use crate::board::{Board, Published};
 use crate::build_info;
 use crate::configuration::Settings;
 use crate::guard;
+use crate::presence::Presence;
 use crate::replica::Replica;
 use crate::routes;
 use crate::state::AppState;
-use crate::store::Store;
+use crate::store::{PresenceStore, Store};
 use crate::telemetry::observe_request;
 
 pub struct Application {
     server: Server,
     health: Server,
     state: Data<AppState>,
+    presence: Presence,
     drain: Duration,
 }
 
@@ -35,16 +40,26 @@ impl Application {
         let port = listener.local_addr()?.port();
         let health = health_server(net.health_port)?;
         let replica = Replica::new(
-            Replica::local_hostname(),
+            settings
+                .replica
+                .name
+                .clone()
+                .unwrap_or_else(Replica::local_hostname),
             // An empty value (`TASK_SLOT=`) says nothing: shown as not set.
             settings.replica.task_slot.clone().filter(|s| !s.is_empty()),
             settings.replica.node_name.clone().filter(|s| !s.is_empty()),
         );
-        let state = Data::new(AppState::new(
-            replica,
-            settings.replica.stale,
-            net.keep_alive.0.is_some(),
-        ));
+        let (publish, board) = watch::channel(Arc::new(Published::new(
+            Board::empty(&replica.hostname),
+            false,
+        )));
+        let state = Data::new(AppState::new(replica, net.keep_alive.0.is_some(), board));
+        let presence = Presence::new(
+            PresenceStore::new(&settings.redis),
+            state.clone(),
+            publish,
+            &settings.replica,
+        );
         let app_state = state.clone();
         let (redis, hostname) = (settings.redis.clone(), state.replica.hostname.clone());
         let server = HttpServer::new(move || {
@@ -98,18 +113,27 @@ impl Application {
             server,
             health,
             state,
+            presence,
             drain: net.shutdown_drain,
         })
     }
 
-    /// Serves until a signal, then drains and stops gracefully; resolves when all workers ended.
+    /// Serves until a signal, then drains and stops gracefully; resolves when all workers
+    /// ended and the heartbeat said goodbye.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         let handle = self.server.handle();
         let health = self.health.handle();
+        let (stop_beating, beating_stopped) = oneshot::channel();
+        let heartbeat = actix_web::rt::spawn(self.presence.run(beating_stopped));
         actix_web::rt::spawn(self.health);
         actix_web::rt::spawn(stop_on_signal(handle, self.state, self.drain));
         let served = self.server.await;
         health.stop(false).await;
+        let _ = stop_beating.send(());
+        // The goodbye is bounded by the Redis timeout; a failed one only delays the mark.
+        if let Err(e) = heartbeat.await {
+            tracing::warn!(error = %e, "the heartbeat task ended abnormally");
+        }
         served
     }
 }

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::errors::{AppError, Form, Problem};
-use super::view::{ReplicaView, VisitView, placement};
+use super::view::{VisitView, placement};
 use crate::build_info;
 use crate::clock::unix_millis;
 use crate::echo::shorten;
@@ -24,6 +24,9 @@ struct Page<'a> {
     placement: String,
     accent: &'static str,
     refresh: Option<u32>,
+    /// The latest heartbeat's board, with this replica highlighted.
+    board: &'a crate::board::Board,
+    current: &'a str,
 }
 
 pub async fn page(
@@ -36,11 +39,14 @@ pub async fn page(
     let view = count_visit(&state, &store)
         .await
         .map_err(|e| fail(Problem::redis_down(&state, &e)))?;
+    let published = state.board.borrow().clone();
     let page = Page {
         placement: placement(view.slot.as_deref(), view.node.as_deref()),
         view: &view,
         accent: build_info::ACCENT,
         refresh,
+        board: &published.board,
+        current: &view.hostname,
     };
     let body = page.render().map_err(|e| fail(Problem::internal(e)))?;
     Ok(fresh(HttpResponse::Ok())
@@ -48,11 +54,21 @@ pub async fn page(
         .body(body))
 }
 
-pub async fn api(state: Data<AppState>, store: Data<Store>) -> Result<HttpResponse, AppError> {
+/// `?close` closes the connection after the answer even with keep-alive on, so the next
+/// request opens a new one and a balancer may send it to another replica.
+pub async fn api(
+    req: HttpRequest,
+    state: Data<AppState>,
+    store: Data<Store>,
+) -> Result<HttpResponse, AppError> {
     let view = count_visit(&state, &store)
         .await
         .map_err(|e| AppError::new(&state, Form::Json, Problem::redis_down(&state, &e)))?;
-    Ok(fresh(HttpResponse::Ok()).json(view))
+    let mut answer = fresh(HttpResponse::Ok());
+    if asks_to_close(req.query_string()) {
+        answer.force_close();
+    }
+    Ok(answer.json(view))
 }
 
 /// HEAD on `/`: the status and headers a GET would get, without counting a view.
@@ -83,9 +99,11 @@ async fn head(state: &AppState, store: &Store, content_type: &str) -> HttpRespon
 /// failure is logged with its details and counted in the metrics.
 async fn count_visit(state: &AppState, store: &Store) -> Result<VisitView, StoreError> {
     let now = unix_millis();
-    let forget = state.replica_forget();
-    match store.record_visit(&state.replica, now, forget).await {
-        Ok(visit) => Ok(VisitView::new(state, visit, now)),
+    match store.record_visit(&state.replica.hostname, now).await {
+        Ok(visit) => {
+            state.viewed_at(now);
+            Ok(VisitView::new(state, visit))
+        }
         Err(e) => {
             state.metrics.observe_redis_error(&e);
             tracing::warn!(error = %e, "could not count the view");
@@ -98,6 +116,12 @@ async fn count_visit(state: &AppState, store: &Store) -> Result<VisitView, Store
 fn fresh(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
     builder.insert_header((CACHE_CONTROL, "no-store"));
     builder
+}
+
+fn asks_to_close(query: &str) -> bool {
+    query
+        .split('&')
+        .any(|pair| pair == "close" || pair.starts_with("close="))
 }
 
 /// Reads `?refresh=N`; other parameters are ignored.
@@ -118,13 +142,6 @@ fn refresh_option(query: &str) -> Result<Option<u32>, String> {
     }
 }
 
-impl ReplicaView {
-    /// Bar width for the template; at least a sliver so a new replica is visible.
-    pub fn bar_width(&self) -> String {
-        format!("{:.1}%", self.share.max(1.0))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +154,13 @@ mod tests {
         assert!(refresh_option("refresh=0").is_err());
         assert!(refresh_option("refresh=61").is_err());
         assert!(refresh_option("refresh=soon").is_err());
+    }
+
+    #[test]
+    fn close_is_asked_by_name() {
+        assert!(asks_to_close("close"));
+        assert!(asks_to_close("a=1&close=1"));
+        assert!(!asks_to_close("closed=1"));
+        assert!(!asks_to_close(""));
     }
 }

@@ -1,5 +1,6 @@
 //! HTTP routes. `/` and `/api` count a view; the others only report.
 
+mod board;
 mod counter;
 mod errors;
 mod health;
@@ -27,6 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(counter::head_api))
             .default_service(web::to(errors::method_not_allowed(Form::Json))),
     )
+    .service(read_only("/api/board", board::board_json))
+    .service(read_only("/api/board/stream", board::board_stream))
     .service(read_only("/healthz", health::healthz))
     .service(read_only("/readyz", health::readyz))
     .service(read_only("/metrics", metrics::metrics));

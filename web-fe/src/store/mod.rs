@@ -1,7 +1,9 @@
 //! The counter in Redis: the `hits` key (the same key as the Flask original, so a count
-//! carries over) and what each replica served, when it was last seen, and where it runs.
+//! carries over), the views each replica served, and (in [`presence`]) which replicas are
+//! alive.
 
 mod error;
+mod presence;
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -17,20 +19,16 @@ use deadpool_redis::redis::{
 use deadpool_redis::{Manager, Pool, PoolError};
 
 pub use error::{StoreError, Trouble};
+pub use presence::{PresenceStore, Roll, RollEntry};
 
 use crate::configuration::RedisSettings;
-use crate::replica::Replica;
 
 const HITS: &str = "hits";
 const SERVED: &str = "replicas:served";
-const SEEN: &str = "replicas:last-seen";
-const PLACEMENT: &str = "replicas:placement";
+const PRESENCE: &str = "replicas:presence";
+const BEATS: &str = "replicas:heartbeat";
 
-/// At most this many replicas, the most recently seen, come back with a view: a page's
-/// size and Redis work stay flat however many replicas have come and gone.
-pub const RECENT_REPLICAS: usize = 24;
-
-/// Counts a view once per visit key, atomically, and reads back the recent replicas. A
+/// Counts a view once per visit key, atomically, with the views its replica served. A
 /// retry of the same visit (after a connection broke with the outcome unknown) finds the
 /// key and gets the first call's count instead of counting again.
 const VISIT_SCRIPT: &str = include_str!("visit.lua");
@@ -64,38 +62,17 @@ pub struct Store {
     visit_prefix: String,
 }
 
-/// What one page view returns: the new count and the replicas seen most recently.
+/// What one page view returns.
 #[derive(Debug)]
 pub struct Visit {
+    /// The count after this view.
     pub count: i64,
-    /// At most [`RECENT_REPLICAS`], most recently seen first.
-    pub replicas: Vec<ReplicaRecord>,
-    /// Every replica Redis remembers, listed or not.
-    pub replicas_known: u64,
-}
-
-/// One replica as Redis remembers it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct ReplicaRecord {
-    pub hostname: String,
+    /// Views this replica has served, this one included.
     pub served: u64,
-    /// Unix time in milliseconds of the replica's last answered request.
-    pub last_seen_ms: u64,
-    pub slot: Option<String>,
-    pub node: Option<String>,
 }
 
-/// The script's reply: count, hostnames, last-seen times, views served, placements, how
-/// many replicas are known, and what was repaired.
-type VisitReply = (
-    i64,
-    Vec<String>,
-    Vec<String>,
-    Vec<Option<String>>,
-    Vec<Option<String>>,
-    u64,
-    Vec<String>,
-);
+/// The script's reply: count, views served by this replica, and what was repaired.
+type VisitReply = (i64, u64, Vec<String>);
 
 impl Store {
     /// Builds the pool; connections open lazily, so start-up never waits for Redis.
@@ -142,19 +119,14 @@ impl Store {
         }
     }
 
-    /// Counts one page view for `replica` exactly once and reads back the recent replicas.
+    /// Counts one page view for the replica named `replica` exactly once.
     ///
     /// Failed attempts are tried again on a new connection with the same visit key, which
     /// makes that safe, until the timeout. When a connection broke after the call was sent
     /// (Redis restarting), the view may already be counted: that visit keeps trying for the
     /// restart grace, so a restart neither loses a counted view nor answers 503 for one.
     /// Once any attempt may have counted, the error says so, whatever later attempts saw.
-    pub async fn record_visit(
-        &self,
-        replica: &Replica,
-        now_ms: u64,
-        forget_after: Duration,
-    ) -> Result<Visit, StoreError> {
+    pub async fn record_visit(&self, replica: &str, now_ms: u64) -> Result<Visit, StoreError> {
         let key = format!(
             "{}{}",
             self.visit_prefix,
@@ -164,7 +136,7 @@ impl Store {
         let mut deadline = started + self.timeout;
         let mut maybe_counted = false;
         loop {
-            let attempt = self.visit_once(&key, replica, now_ms, forget_after);
+            let attempt = self.visit_once(&key, replica, now_ms);
             let failure = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(visit)) => return Ok(visit),
                 Ok(Err(failure)) => failure,
@@ -194,27 +166,20 @@ impl Store {
     async fn visit_once(
         &self,
         key: &str,
-        replica: &Replica,
+        replica: &str,
         now_ms: u64,
-        forget_after: Duration,
     ) -> Result<Visit, FailedAttempt> {
         let mut conn = self.connection().await?;
         // The key must outlive every retry of its visit.
         let key_ttl_ms = (self.timeout + self.restart_grace).as_millis() + 1000;
-        let forget_ms = u64::try_from(forget_after.as_millis()).unwrap_or(u64::MAX);
         let reply: VisitReply = self
             .visit
             .key(HITS)
             .key(SERVED)
-            .key(SEEN)
-            .key(PLACEMENT)
             .key(key)
-            .arg(&replica.hostname)
-            .arg(now_ms)
-            .arg(placement_value(replica))
+            .arg(replica)
             .arg(key_ttl_ms.to_string())
-            .arg(now_ms.saturating_sub(forget_ms))
-            .arg(RECENT_REPLICAS)
+            .arg(now_ms)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| FailedAttempt {
@@ -226,15 +191,11 @@ impl Store {
                 broke_mid_call: e.is_connection_dropped(),
                 ..self.attempt_failed(&e)
             })?;
-        let (count, hosts, times, served, places, known, repairs) = reply;
+        let (count, served, repairs) = reply;
         for repair in repairs {
             tracing::warn!(repair = %repair, "Redis held data web-fe did not write; repaired");
         }
-        Ok(Visit {
-            count,
-            replicas: records(hosts, &times, served, places),
-            replicas_known: known,
-        })
+        Ok(Visit { count, served })
     }
 
     /// Checks that Redis answers and that `hits` can be counted, for readiness.
@@ -309,74 +270,4 @@ struct FailedAttempt {
 /// Connection trouble and a Redis still loading its data may pass; a wrong password will not.
 fn is_retryable(error: &RedisError) -> bool {
     error.is_io_error() || error.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading)
-}
-
-/// `<slot>|<node>`: one field per replica keeps each visit to a single HSET.
-fn placement_value(replica: &Replica) -> String {
-    format!(
-        "{}|{}",
-        replica.slot.as_deref().unwrap_or(""),
-        replica.node.as_deref().unwrap_or("")
-    )
-}
-
-/// Zips the script's parallel lists into records, in the order given (most recent first).
-fn records(
-    hosts: Vec<String>,
-    times: &[String],
-    served: Vec<Option<String>>,
-    places: Vec<Option<String>>,
-) -> Vec<ReplicaRecord> {
-    hosts
-        .into_iter()
-        .zip(times)
-        .zip(served.into_iter().zip(places))
-        .map(|((hostname, time), (served, place))| {
-            let place = place.unwrap_or_default();
-            let mut parts = place.split('|');
-            let mut text = || parts.next().filter(|s| !s.is_empty()).map(str::to_owned);
-            let (slot, node) = (text(), text());
-            ReplicaRecord {
-                hostname,
-                served: served.and_then(|v| v.parse().ok()).unwrap_or(0),
-                last_seen_ms: time.parse().unwrap_or(0),
-                slot,
-                node,
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_join_the_lists_in_order() {
-        let records = records(
-            vec!["b".into(), "a".into()],
-            &["2000".into(), "1000".into()],
-            vec![Some("5".into()), None],
-            vec![Some("|".into()), Some("2|node-1".into())],
-        );
-        assert_eq!(
-            records,
-            vec![
-                ReplicaRecord {
-                    hostname: "b".into(),
-                    served: 5,
-                    last_seen_ms: 2000,
-                    slot: None,
-                    node: None,
-                },
-                ReplicaRecord {
-                    hostname: "a".into(),
-                    served: 0,
-                    last_seen_ms: 1000,
-                    slot: Some("2".into()),
-                    node: Some("node-1".into()),
-                },
-            ]
-        );
-    }
 }

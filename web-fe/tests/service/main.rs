@@ -5,6 +5,7 @@ mod counting;
 mod hostile_clients;
 mod outage;
 mod pages;
+mod presence;
 mod redis_data;
 mod settings;
 mod shutdown;

@@ -1,11 +1,13 @@
 //! What `/`, `/api`, the probes and `/metrics` answer.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
-use crate::support::{Redis, WebFe, client, text};
+use crate::support::{Redis, WebFe, board, client, text, wait_for};
 
 #[tokio::test]
-async fn page_shows_count_hostname_version_and_replicas() {
+async fn page_shows_count_hostname_version_and_the_board() {
     let redis = Redis::start();
     let web = WebFe::start(&redis.url(), &[("TASK_SLOT", "3"), ("NODE_NAME", "node-a")]);
     let hostname = gethostname::gethostname().to_string_lossy().into_owned();
@@ -25,13 +27,27 @@ async fn page_shows_count_hostname_version_and_replicas() {
     )));
     assert!(body.contains(&format!("v{}", env!("CARGO_PKG_VERSION"))));
     assert!(body.contains("task slot 3 · node node-a"));
-    assert!(body.contains(&format!(r#"data-hostname="{hostname}""#)));
-    // Everything the page needs comes with it: no scripts, styles or images from elsewhere.
+    // The board highlights the replica that answered, under its node.
     assert!(
-        !body.contains("src=") && !body.contains("<script"),
+        body.contains(r#"<div class="node" data-node="node-a">"#),
         "{body}"
     );
+    assert!(
+        body.contains(&format!(
+            r#"<li class="replica serving current"
+            data-hostname="{hostname}""#
+        )),
+        "{body}"
+    );
+    // Everything the page needs comes with it: no scripts, styles or images from elsewhere.
+    assert!(!body.contains("src="), "{body}");
     assert!(!body.contains("href=\"http"), "{body}");
+    // Without JavaScript, the views control stays hidden and the refresh option remains.
+    assert!(
+        body.contains(r#"<section class="card" id="spread" hidden"#),
+        "{body}"
+    );
+    assert!(body.contains(r#"href="/?refresh=2""#), "{body}");
 
     let second = text(&http, &web.url("/")).await;
     assert!(second.contains(r#"aria-labelledby="count-label">2</p>"#));
@@ -39,46 +55,46 @@ async fn page_shows_count_hostname_version_and_replicas() {
 }
 
 #[tokio::test]
-async fn api_returns_the_count_and_each_replica_share_as_json() {
+async fn api_returns_the_count_and_the_board_as_json_without_counting() {
     let redis = Redis::start();
-    // A replica that served earlier and has since gone quiet for 90 s.
-    let long_ago = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        - 90_000)
-        .to_string();
     redis.command(&["SET", "hits", "41"]).unwrap();
-    redis
-        .command(&["HSET", "replicas:served", "gone1", "3"])
-        .unwrap();
-    redis
-        .command(&["ZADD", "replicas:last-seen", &long_ago, "gone1"])
-        .unwrap();
-    redis
-        .command(&["HSET", "replicas:placement", "gone1", "2|n2"])
-        .unwrap();
-    let web = WebFe::start(&redis.url(), &[]);
+    let web = WebFe::start(
+        &redis.url(),
+        &[
+            ("TASK_SLOT", "2"),
+            ("NODE_NAME", "node-b"),
+            ("REPLICA_NAME", "web-2"),
+        ],
+    );
+    let http = client();
 
-    let response = client().get(web.url("/api")).send().await.unwrap();
+    let response = http.get(web.url("/api")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     let json: Value = response.json().await.unwrap();
     // The count carries on from the existing `hits` key.
     assert_eq!(json["count"], 42);
+    assert_eq!(json["hostname"], "web-2");
+    assert_eq!(json["served"], 1);
     assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
-    let me = json["hostname"].as_str().unwrap();
-    let replicas = json["replicas"].as_array().unwrap();
-    assert_eq!(replicas.len(), 2);
-    assert_eq!(replicas[0]["hostname"], me);
-    assert_eq!(replicas[0]["served"], 1);
-    assert_eq!(replicas[0]["current"], true);
-    assert_eq!(replicas[0]["stale"], false);
-    assert_eq!(replicas[1]["hostname"], "gone1");
-    assert_eq!(replicas[1]["slot"], "2");
-    assert_eq!(replicas[1]["stale"], true);
-    assert_eq!(replicas[1]["share"], 75.0);
-    assert!(replicas[1]["opacity"].as_f64().unwrap() < 1.0);
+
+    // The board comes from the heartbeat: wait for one after the view.
+    let board = wait_for("a board with the view", Duration::from_secs(5), || {
+        board(&web).filter(|b| b["nodes"][0]["replicas"][0]["served"] == 1)
+    });
+    assert_eq!(board["read_by"], "web-2");
+    assert_eq!(board["hits"], 42);
+    assert_eq!(board["live"], 1);
+    assert_eq!(board["nodes"][0]["node"], "node-b");
+    let me = &board["nodes"][0]["replicas"][0];
+    assert_eq!(me["hostname"], "web-2");
+    assert_eq!(me["slot"], "2");
+    assert_eq!(me["state"], "serving");
+    assert_eq!(me["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(me["colour"], json["colour"]);
+    assert!(me["view_age_ms"].as_u64().unwrap() < 5_000, "{board}");
+    // Reading the board counted nothing.
+    assert_eq!(redis.hits(), 42);
 }
 
 #[tokio::test]

@@ -2,9 +2,13 @@
 //! or make an answer false, a long history keeps a view small, and a view that may have
 //! been counted is never called uncounted.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
-use crate::support::{FlakyProxy, Redis, WebFe, client, get_json, text};
+use crate::support::{
+    FlakyProxy, Redis, WebFe, board, board_states, client, get_json, text, wait_for,
+};
 
 fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
@@ -53,13 +57,10 @@ async fn foreign_values_in_the_replica_keys_are_repaired_and_counting_goes_on() 
         .command(&["HSET", "replicas:served", &me, "not-a-number"])
         .unwrap();
     redis
-        .command(&["HSET", "replicas:served", "other", "12abc"])
+        .command(&["SET", "replicas:presence", "a string"])
         .unwrap();
     redis
-        .command(&["ZADD", "replicas:last-seen", &now_ms().to_string(), "other"])
-        .unwrap();
-    redis
-        .command(&["SET", "replicas:placement", "a string"])
+        .command(&["HSET", "replicas:heartbeat", "a", "hash"])
         .unwrap();
     let web = WebFe::start(&redis.url(), &[]);
     let http = client();
@@ -68,28 +69,33 @@ async fn foreign_values_in_the_replica_keys_are_repaired_and_counting_goes_on() 
         assert_eq!(response.status(), 200);
         let json: Value = response.json().await.unwrap();
         assert_eq!(json["count"], expected);
-        assert_eq!(json["replicas"][0]["served"], expected, "{json}");
+        assert_eq!(json["served"], expected, "{json}");
     }
     assert_eq!(redis.hits(), 3);
+    // The heartbeat repaired its keys: the board lists this replica.
+    let listed = wait_for(
+        "a board listing this replica",
+        Duration::from_secs(5),
+        || board(&web).filter(|b| board_states(b).contains(&(me.clone(), "serving".into()))),
+    );
+    assert_eq!(listed["live"], 1, "{listed}");
     let logs = web.logs();
     // Each repair is logged once, naming what was found.
     for found in [
-        "replicas:served field other held",
-        "replicas:placement was a string, moved to replicas:placement:unexpected:",
+        format!("replicas:served field {me} held"),
+        "replicas:presence was a string, moved to replicas:presence:unexpected:".into(),
+        "replicas:heartbeat was a hash, moved to replicas:heartbeat:unexpected:".into(),
     ] {
-        assert_eq!(logs.matches(found).count(), 1, "{found}:\n{logs}");
+        assert_eq!(logs.matches(&found).count(), 1, "{found}:\n{logs}");
     }
-    assert_eq!(
-        logs.matches(&format!("replicas:served field {me} held"))
-            .count(),
-        1,
-        "{logs}"
-    );
     // What was moved aside is kept for a person to look at.
-    let kept = redis
-        .command(&["KEYS", "replicas:placement:unexpected:*"])
-        .unwrap();
-    assert!(kept.starts_with("*1"), "{kept}");
+    for pattern in [
+        "replicas:presence:unexpected:*",
+        "replicas:heartbeat:unexpected:*",
+    ] {
+        let kept = redis.command(&["KEYS", pattern]).unwrap();
+        assert!(kept.starts_with("*1"), "{pattern}: {kept}");
+    }
     assert_eq!(
         text(&http, &web.url("/readyz")).await,
         "ready\n",
@@ -143,33 +149,94 @@ async fn a_hits_key_that_is_not_a_number_is_refused_truthfully() {
     assert_eq!(json["count"], 42);
 }
 
-#[tokio::test]
-async fn a_view_stays_small_whatever_the_history() {
-    const HISTORY: usize = 10_000;
-    let redis = Redis::start();
+/// Replicas that beat recently, as after a big deploy: each with a beat and views served.
+fn seed_history(redis: &Redis, replicas: usize) {
     let now = now_ms();
-    let mut zadd = vec!["ZADD".to_owned(), "replicas:last-seen".to_owned()];
-    let mut hset = vec!["HSET".to_owned(), "replicas:served".to_owned()];
-    for i in 0..HISTORY {
-        zadd.extend([(now - i as u128).to_string(), format!("old-replica-{i:05}")]);
-        hset.extend([format!("old-replica-{i:05}"), "7".to_owned()]);
+    let mut zadd = vec!["ZADD".to_owned(), "replicas:heartbeat".to_owned()];
+    let mut served = vec!["HSET".to_owned(), "replicas:served".to_owned()];
+    let mut presence = vec!["HSET".to_owned(), "replicas:presence".to_owned()];
+    let beat = r#"{"slot":"1","node":"n1","version":"0.9","started_ms":1,"activity":"serving","last_view_ms":null}"#;
+    for i in 0..replicas {
+        let name = format!("old-replica-{i:05}");
+        zadd.extend([(now - i as u128).to_string(), name.clone()]);
+        served.extend([name.clone(), "7".to_owned()]);
+        presence.extend([name, beat.to_owned()]);
     }
-    for command in [&zadd, &hset] {
+    for command in [&zadd, &served, &presence] {
         let args: Vec<&str> = command.iter().map(String::as_str).collect();
         redis.command(&args).unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_page_and_a_board_stay_small_whatever_the_history() {
+    const HISTORY: usize = 10_000;
+    let redis = Redis::start();
+    seed_history(&redis, HISTORY);
     let web = WebFe::start(&redis.url(), &[]);
     let http = client();
+    let json = wait_for("a board", Duration::from_secs(5), || {
+        board(&web).filter(|b| b["read_at_ms"].as_u64() > Some(0))
+    });
     let page = text(&http, &web.url("/")).await;
-    let json: Value = get_json(&http, &web.url("/api")).await;
-    let listed = json["replicas"].as_array().unwrap().len();
+    let listed = board_states(&json).len();
     println!(
-        "history of {HISTORY}: page {} bytes, {listed} rows",
+        "history of {HISTORY}: page {} bytes, {listed} replicas listed",
         page.len()
     );
-    assert_eq!(listed, 24, "the most recent replicas only");
-    assert_eq!(json["replicas"][0]["hostname"], hostname().as_str());
-    assert_eq!(json["replicas_not_shown"], HISTORY + 1 - 24);
-    assert!(page.len() < 32 * 1024, "page of {} bytes", page.len());
-    assert!(page.contains(&format!("and {} more", HISTORY + 1 - 24)));
+    assert_eq!(listed, 64, "the most recently heard from only");
+    assert!(board_states(&json).contains(&(hostname(), "serving".into())));
+    assert_eq!(json["not_shown"], HISTORY + 1 - 64);
+    assert!(page.len() < 64 * 1024, "page of {} bytes", page.len());
+    assert!(page.contains(&format!("and {} more not shown", HISTORY + 1 - 64)));
+}
+
+/// Calls of one command in Redis's `INFO commandstats`; scripts' calls count too.
+fn calls(redis: &Redis, command: &str) -> u64 {
+    let stats = redis.command(&["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_counted_view_never_reads_the_board() {
+    const VIEWS: u64 = 200;
+    let redis = Redis::start();
+    seed_history(&redis, 1_000);
+    // One heartbeat at start, then none for a minute: what remains is the views' work.
+    let web = WebFe::start(&redis.url(), &[("HEARTBEAT", "10s"), ("KEEP_ALIVE", "on")]);
+    wait_for("the first heartbeat", Duration::from_secs(5), || {
+        board(&web).filter(|b| b["read_at_ms"].as_u64() > Some(0))
+    });
+    let board_reads = [
+        "zrevrange",
+        "hmget",
+        "zrangebyscore",
+        "zcard",
+        "hset",
+        "zadd",
+    ];
+    let before: Vec<u64> = board_reads.iter().map(|c| calls(&redis, c)).collect();
+    let (incr, hincrby) = (calls(&redis, "incr"), calls(&redis, "hincrby"));
+    let http = client();
+    for _ in 0..VIEWS {
+        assert_eq!(
+            http.get(web.url("/api")).send().await.unwrap().status(),
+            200
+        );
+    }
+    let after: Vec<u64> = board_reads.iter().map(|c| calls(&redis, c)).collect();
+    assert_eq!(calls(&redis, "incr") - incr, VIEWS);
+    assert_eq!(calls(&redis, "hincrby") - hincrby, VIEWS);
+    // At most one heartbeat can fall inside the loop.
+    for ((command, b), a) in board_reads.iter().zip(before).zip(after) {
+        assert!(
+            a - b <= 1,
+            "{command}: {} calls during {VIEWS} views",
+            a - b
+        );
+    }
 }

@@ -16,7 +16,9 @@ fn invalid_settings_stop_start_up_with_exit_code_2() {
         ("SHUTDOWN_DRAIN", "-1s"),
         ("REDIS_PASSWORD_FILE", "/run/secrets/none"),
         // Every duration has an upper bound, so none can overflow once running.
-        ("REPLICA_STALE", "9999999999999999m"),
+        ("HEARTBEAT", "9999999999999999m"),
+        ("REPLICA_FORGET", "1s"),
+        ("REPLICA_NAME", "no spaces"),
         ("REDIS_RESTART_GRACE", "99999999m"),
         ("KEEP_ALIVE", "9999999999m"),
         ("REQUEST_TIMEOUT", "2m"),
@@ -53,7 +55,9 @@ fn help_lists_every_setting_with_its_variable_default_and_range() {
         ("REDIS_RESTART_GRACE", "3s", "0-1m"),
         ("TASK_SLOT", "", ""),
         ("NODE_NAME", "", ""),
-        ("REPLICA_STALE", "30s", "1s-60m"),
+        ("REPLICA_NAME", "", "64 letters"),
+        ("HEARTBEAT", "1s", "200ms-10s"),
+        ("REPLICA_FORGET", "30s", "5s-1h"),
         ("LOG_FORMAT", "text", ""),
         ("RUST_LOG", "info", ""),
     ] {

@@ -343,6 +343,25 @@ pub fn exchange(port: u16, bytes: &[u8], patience: Duration) -> Option<(String, 
     Some((String::from_utf8_lossy(&reply).into_owned(), sent.elapsed()))
 }
 
+/// The board a replica serves at `/api/board`, or None if it does not answer.
+pub fn board(web: &WebFe) -> Option<serde_json::Value> {
+    let mut response = ureq::get(web.url("/api/board")).call().ok()?;
+    serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+}
+
+/// Every replica on a board with its state, node by node.
+pub fn board_states(board: &serde_json::Value) -> Vec<(String, String)> {
+    let nodes = board["nodes"].as_array().map_or(&[][..], Vec::as_slice);
+    nodes
+        .iter()
+        .flat_map(|n| n["replicas"].as_array().map_or(&[][..], Vec::as_slice))
+        .map(|m| {
+            let text = |key: &str| m[key].as_str().unwrap_or_default().to_owned();
+            (text("hostname"), text("state"))
+        })
+        .collect()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

@@ -1,0 +1,183 @@
+//! The board as JSON (`/api/board`) and as a stream of Server-Sent Events
+//! (`/api/board/stream`). Neither counts a view, and neither asks Redis: both send what the
+//! latest heartbeat read.
+
+use std::sync::Arc;
+
+use actix_web::HttpResponse;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::web::{Bytes, Data};
+use askama::Template;
+use futures_util::stream;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::board::{Board, Member, NodeGroup, Published, Shown};
+use crate::state::AppState;
+
+/// The board as the page draws it. `current` names the replica to highlight: the page's
+/// own, or none in a stream (the page's script highlights its replica).
+#[derive(Template)]
+#[template(path = "board.html")]
+pub struct BoardHtml<'a> {
+    pub board: &'a Board,
+    pub current: &'a str,
+}
+
+/// One stream event: the board drawn, and the figures the page shows outside it.
+#[derive(Serialize)]
+struct BoardEvent<'a> {
+    read_by: &'a str,
+    hits: Option<i64>,
+    live: usize,
+    html: String,
+}
+
+pub async fn board_json(state: Data<AppState>) -> HttpResponse {
+    let published = state.board.borrow().clone();
+    HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .json(&published.board)
+}
+
+/// A board event at every heartbeat until the client leaves or this replica shuts down.
+/// A replica that is draining refuses new streams, so the page reconnects elsewhere.
+pub async fn board_stream(state: Data<AppState>) -> HttpResponse {
+    if state.is_draining() {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header((RETRY_AFTER, "1"))
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .body("this replica is shutting down; reconnect to reach another\n");
+    }
+    let mut boards = state.board.clone();
+    boards.mark_changed();
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "text/event-stream"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        // Proxies such as nginx would otherwise hold events back.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(events(boards))
+}
+
+/// Each board once, as it is published; ends after a closing one or when the heartbeat
+/// task is gone.
+fn events(
+    boards: watch::Receiver<Arc<Published>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    stream::unfold(Some(boards), |boards| async move {
+        let mut boards = boards?;
+        boards.changed().await.ok()?;
+        let published = boards.borrow_and_update().clone();
+        let event = published
+            .event
+            .get_or_init(|| render_event(&published.board));
+        let next = (!published.closing).then_some(boards);
+        Some((Ok(event.clone()), next))
+    })
+}
+
+fn render_event(board: &Board) -> Bytes {
+    let html = BoardHtml { board, current: "" }
+        .render()
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "board rendering failed");
+            String::new()
+        });
+    let event = BoardEvent {
+        read_by: &board.read_by,
+        hits: board.hits,
+        live: board.live,
+        html,
+    };
+    let json = serde_json::to_string(&event).expect("a board event always serialises");
+    // JSON escapes newlines, so the event is one `data:` line.
+    Bytes::from(format!("event: board\ndata: {json}\n\n"))
+}
+
+/// What the board's template shows, in words.
+impl Member {
+    pub fn state_class(&self) -> &'static str {
+        match self.state {
+            Shown::Serving => "serving",
+            Shown::Draining => "draining",
+            Shown::Stopped => "stopped",
+            Shown::Silent => "silent",
+            Shown::CannotReachRedis => "cannot-reach-redis",
+        }
+    }
+
+    /// Empty while serving: the tile says enough.
+    pub fn status_text(&self) -> String {
+        let since = seconds(self.beat_age_ms);
+        match self.state {
+            Shown::Serving => String::new(),
+            Shown::Draining => "draining".into(),
+            Shown::Stopped => format!("stopped {since} ago"),
+            Shown::Silent => format!("no heartbeat for {since}"),
+            Shown::CannotReachRedis => "cannot reach Redis".into(),
+        }
+    }
+
+    pub fn last_view_text(&self) -> String {
+        self.view_age_ms.map_or_else(
+            || "no view yet".into(),
+            |age| format!("last view {} ago", seconds(age)),
+        )
+    }
+
+    pub fn version_text(&self) -> &str {
+        self.version.as_deref().unwrap_or("?")
+    }
+
+    pub fn slot_text(&self) -> String {
+        self.slot
+            .as_deref()
+            .map_or_else(String::new, |s| format!("slot {s}"))
+    }
+
+    /// Bar width; at least a sliver so a new replica is visible.
+    pub fn bar_width(&self) -> String {
+        format!("{:.1}%", self.share.max(1.0))
+    }
+}
+
+impl NodeGroup {
+    pub fn title(&self) -> String {
+        self.node
+            .as_deref()
+            .map_or_else(|| "this host".into(), |n| format!("node {n}"))
+    }
+
+    pub fn node_name(&self) -> &str {
+        self.node.as_deref().unwrap_or("")
+    }
+}
+
+/// "3 s", "2 min": short enough for a tile on a phone.
+fn seconds(ms: u64) -> String {
+    match ms / 1000 {
+        s @ 0..=119 => format!("{s} s"),
+        s => format!("{} min", s / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_seconds_then_minutes() {
+        assert_eq!(seconds(400), "0 s");
+        assert_eq!(seconds(4_200), "4 s");
+        assert_eq!(seconds(180_000), "3 min");
+    }
+
+    #[test]
+    fn an_event_is_one_data_line() {
+        let event = render_event(&Board::empty("r1"));
+        let text = std::str::from_utf8(&event).unwrap();
+        assert!(text.starts_with("event: board\ndata: {"), "{text}");
+        assert!(text.ends_with("}\n\n"), "{text}");
+        assert_eq!(text.trim_end().lines().count(), 2, "{text}");
+    }
+}

@@ -1,0 +1,166 @@
+//! Presence: several web-fe processes on one redis-server, each under its own replica
+//! name, see each other on the board (before serving anyone), see one drain and stop, and
+//! see one that was killed go silent. The stream of board updates counts nothing and ends
+//! when its replica drains.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Redis, WebFe, board, board_states, get_status, signal, wait_for};
+
+/// A replica named `name` on `node` that forgets stopped replicas after 5 s.
+fn replica(redis: &Redis, name: &str, node: &str) -> WebFe {
+    WebFe::start(
+        &redis.url(),
+        &[
+            ("REPLICA_NAME", name),
+            ("NODE_NAME", node),
+            ("SHUTDOWN_DRAIN", "1s"),
+            ("REPLICA_FORGET", "5s"),
+        ],
+    )
+}
+
+fn state_of(web: &WebFe, name: &str) -> Option<String> {
+    let board = board(web)?;
+    board_states(&board)
+        .into_iter()
+        .find_map(|(host, state)| (host == name).then_some(state))
+}
+
+/// Waits until `watcher`'s board shows `name` in `state` (None: not listed) and returns
+/// how long that took.
+fn until_shown(watcher: &WebFe, name: &str, state: Option<&str>, limit: Duration) -> Duration {
+    let start = Instant::now();
+    wait_for(&format!("{name} shown as {state:?}"), limit, || {
+        (state_of(watcher, name).as_deref() == state).then_some(())
+    });
+    start.elapsed()
+}
+
+#[test]
+fn replicas_appear_without_views_then_drain_stop_and_drop_off() {
+    let redis = Redis::start();
+    let watcher = replica(&redis, "web-1", "node-a");
+    let mut leaving = replica(&redis, "web-2", "node-a");
+    let _other = replica(&redis, "web-3", "node-b");
+    for name in ["web-1", "web-2", "web-3"] {
+        until_shown(&watcher, name, Some("serving"), Duration::from_secs(5));
+    }
+    let nodes: Vec<Value> = board(&watcher).unwrap()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].clone())
+        .collect();
+    assert_eq!(nodes, ["node-a", "node-b"]);
+    assert_eq!(redis.hits(), 0, "nobody loaded a counting page");
+
+    signal(leaving.pid(), "TERM");
+    let draining = until_shown(&watcher, "web-2", Some("draining"), Duration::from_secs(2));
+    let stopped = until_shown(&watcher, "web-2", Some("stopped"), Duration::from_secs(5));
+    assert_eq!(
+        leaving.wait_for_exit(Duration::from_secs(5)).code(),
+        Some(0)
+    );
+    let gone = until_shown(&watcher, "web-2", None, Duration::from_secs(10));
+    println!(
+        "SIGTERM: draining after {draining:?}, stopped after {stopped:?} more, dropped after {gone:?} more"
+    );
+    assert_eq!(state_of(&watcher, "web-3").as_deref(), Some("serving"));
+}
+
+#[test]
+fn a_killed_replica_is_marked_within_five_seconds() {
+    let redis = Redis::start();
+    let watcher = replica(&redis, "web-1", "node-a");
+    let killed = replica(&redis, "web-2", "node-b");
+    until_shown(&watcher, "web-2", Some("serving"), Duration::from_secs(5));
+    signal(killed.pid(), "KILL");
+    let marked = until_shown(&watcher, "web-2", Some("silent"), Duration::from_secs(5));
+    println!("SIGKILL: marked silent after {marked:?}");
+}
+
+/// A stream of board events read over HTTP/1.0, so the body is not chunked.
+struct Events(BufReader<TcpStream>);
+
+impl Events {
+    fn open(web: &WebFe) -> Self {
+        let mut socket = TcpStream::connect(("127.0.0.1", web.port)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        socket
+            .write_all(b"GET /api/board/stream HTTP/1.0\r\n\r\n")
+            .unwrap();
+        let mut events = Self(BufReader::new(socket));
+        let status = events.line().expect("a status line");
+        assert!(status.starts_with("HTTP/1.0 200"), "{status}");
+        events
+    }
+
+    fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.0.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim_end().to_owned()),
+        }
+    }
+
+    /// The next board event's data, or None when the stream ended.
+    fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(json) = self.line()?.strip_prefix("data: ") {
+                return Some(serde_json::from_str(json).expect("event data is JSON"));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_stream_shows_newcomers_counts_nothing_and_ends_when_its_replica_drains() {
+    let redis = Redis::start();
+    let mut streamer = replica(&redis, "web-1", "node-a");
+    let mut events = Events::open(&streamer);
+    let first = events.next().expect("a first event at once");
+    assert_eq!(first["read_by"], "web-1");
+
+    let _newcomer = replica(&redis, "web-2", "node-b");
+    let start = Instant::now();
+    while !events.next().expect("events keep coming")["html"]
+        .as_str()
+        .unwrap()
+        .contains(r#"data-hostname="web-2""#)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "web-2 not streamed"
+        );
+    }
+    assert_eq!(redis.hits(), 0, "watching counted views");
+
+    signal(streamer.pid(), "TERM");
+    let mut last = None;
+    while let Some(event) = events.next() {
+        last = Some(event);
+    }
+    let last = last.expect("a closing event");
+    assert!(
+        last["html"]
+            .as_str()
+            .unwrap()
+            .contains(r#"data-hostname="web-1" data-state="draining""#),
+        "{last}"
+    );
+    // Draining: new streams are refused so the page reconnects elsewhere.
+    if streamer.is_running() {
+        assert_eq!(get_status(streamer.port, "/api/board/stream"), Some(503));
+    }
+    assert_eq!(
+        streamer.wait_for_exit(Duration::from_secs(5)).code(),
+        Some(0)
+    );
+}
