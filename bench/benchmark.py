@@ -5,13 +5,17 @@ Starts a private redis-server and the release web-fe on free loopback ports, the
   * time from process start to the first 200 from /healthz (ready to serve)
   * idle RSS of web-fe
   * redis-benchmark -t incr -c 50 (the ceiling: Redis alone, no HTTP)
-  * wrk at 50 connections on /api and /, with keep-alive on and off
+  * nginx-light answering a fixed 200, with keep-alive off and on (the HTTP ceiling)
+  * wrk at 50 connections on /api and /, with keep-alive on and off, as ratios of those
+    ceilings against the targets: / with a new connection per request at least 0.8x nginx
+    without keep-alive, /api with keep-alive at least 0.5x redis-benchmark INCR
   * loaded (peak) RSS of web-fe
   * the cost of Redis persistence: /api with keep-alive against Redis without persistence,
     with the append-only file synced every second (compose and stack default) and on
     every write (survives a machine crash too)
 Every run is bounded (--seconds per wrk run) and both servers are stopped by PID.
-Needs: cargo, redis-server, redis-benchmark, wrk (Debian: redis-server redis-tools wrk).
+Needs: cargo, redis-server, redis-benchmark, wrk, nginx
+(Debian: redis-server redis-tools wrk nginx-light).
 """
 
 import argparse
@@ -40,7 +44,7 @@ def need(*tools):
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         sys.exit(f"benchmark: missing {', '.join(missing)}; on Debian/Ubuntu: "
-                 "sudo apt-get install redis-server redis-tools wrk")
+                 "sudo apt-get install redis-server redis-tools wrk nginx-light")
 
 
 def http_status(port, path):
@@ -98,6 +102,48 @@ def stop(proc):
         proc.wait()
 
 
+NGINX_CONF = """
+worker_processes auto;
+daemon off;
+pid {dir}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_timeout {keep_alive};
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ default_type text/plain; return 200 "ok\n"; }}
+    }}
+}}
+"""
+
+
+def nginx_ceiling(seconds, data_dir, keep_alive):
+    """A fixed 200 from nginx: what HTTP alone costs on this machine."""
+    port = free_port()
+    conf = os.path.join(data_dir, f"nginx-{keep_alive}.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(dir=data_dir, port=port,
+                                  keep_alive="65s" if keep_alive == "on" else "0"))
+    proc = subprocess.Popen(["nginx", "-p", data_dir, "-c", conf])
+    try:
+        deadline = time.monotonic() + 10
+        while http_status(port, "/") != 200:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit("benchmark: nginx did not start")
+            time.sleep(0.01)
+        return wrk(port, "/", seconds, close=(keep_alive == "off"))
+    finally:
+        stop(proc)
+
+
 def redis_benchmark(port, requests):
     out = subprocess.run(
         ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "incr",
@@ -133,7 +179,7 @@ def main():
                         help="extra redis-server arguments, e.g. '--appendonly yes'")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
-    need("redis-server", "redis-cli", "redis-benchmark", "wrk")
+    need("redis-server", "redis-cli", "redis-benchmark", "wrk", "nginx")
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-p", "web-fe"], cwd=ROOT, check=True)
 
@@ -159,6 +205,7 @@ def main():
                                                     "loaded_kib": loaded}))
     finally:
         stop(redis)
+    nginx = {k: nginx_ceiling(args.seconds, data_dir, k) for k in ("off", "on")}
     persistence = persistence_runs(args.seconds, data_dir)
     history = history_run(args.seconds, data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -167,12 +214,26 @@ def main():
     print(f"\nweb-fe benchmark: {cpu} cores, {CONNECTIONS} connections, "
           f"{args.seconds}s per run, load tool, web-fe and Redis on one machine")
     print(f"redis-benchmark -t incr -c {CONNECTIONS}: {incr_rps:,.0f} req/s, p99 {incr_p99:.2f} ms")
-    print(f"{'route':8} {'keep-alive':10} {'req/s':>10} {'p99 ms':>8} {'vs INCR':>8} {'errors':>8}")
+    for k in ("off", "on"):
+        print(f"nginx-light fixed 200, keep-alive {k}: {nginx[k]['rps']:,.0f} req/s, "
+              f"p99 {nginx[k]['p99_ms']:.2f} ms")
+    print(f"{'route':8} {'keep-alive':10} {'req/s':>10} {'p99 ms':>8} {'vs INCR':>8} "
+          f"{'vs nginx':>8} {'errors':>8}")
+    rates = {}
     for path, keep_alive, r in results:
         if path == "memory":
             continue
+        rates[(path, keep_alive)] = r["rps"]
         print(f"{path:8} {keep_alive:10} {r['rps']:>10,.0f} {r['p99_ms']:>8.2f} "
-              f"{r['rps'] / incr_rps:>8.2f} {r['non2xx']:>8}  socket errors: {r['socket_errors']}")
+              f"{r['rps'] / incr_rps:>8.2f} {r['rps'] / nginx[keep_alive]['rps']:>8.2f} "
+              f"{r['non2xx']:>8}  socket errors: {r['socket_errors']}")
+    targets = [
+        ("/ keep-alive off vs nginx keep-alive off", rates[("/", "off")] / nginx["off"]["rps"], 0.8),
+        ("/api keep-alive on vs redis-benchmark INCR", rates[("/api", "on")] / incr_rps, 0.5),
+    ]
+    for name, ratio, target in targets:
+        verdict = "met" if ratio >= target else "NOT met"
+        print(f"target: {name}: {ratio:.2f} (at least {target}): {verdict}")
     for path, keep_alive, r in results:
         if path == "memory":
             print(f"web-fe (keep-alive {keep_alive}): ready in {r['ready_ms']:.1f} ms, "
@@ -180,7 +241,7 @@ def main():
                   f"loaded RSS {r['loaded_kib'] / 1024:.1f} MiB")
 
 
-    print(f"A long history: {history['replicas']:,} replicas in Redis, / with keep-alive: "
+    print(f"A big board: {history['replicas']:,} replicas in Redis, / with keep-alive: "
           f"page {history['page_bytes']:,} bytes, {history['rps']:,.0f} req/s, "
           f"p99 {history['p99_ms']:.2f} ms")
     print("Redis persistence, /api with keep-alive:")
@@ -190,11 +251,14 @@ def main():
 
 HISTORY = 10_000
 
-# Seeds replicas that served long ago, as after many deploys, in the keys web-fe uses.
+# Seeds replicas heard from in the last seconds, as in a very large deploy, in the keys
+# web-fe uses: heartbeat times, what each said, views served.
 SEED_HISTORY = """
+local beat = '{"slot":"1","node":"n1","version":"0.9","started_ms":1,"activity":"serving","last_view_ms":null}'
 for i = 1, tonumber(ARGV[2]) do
   redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) - i, 'old-replica-' .. i)
-  redis.call('HSET', KEYS[2], 'old-replica-' .. i, 7)
+  redis.call('HSET', KEYS[2], 'old-replica-' .. i, beat)
+  redis.call('HSET', KEYS[3], 'old-replica-' .. i, 7)
 end
 """
 
@@ -205,8 +269,9 @@ def history_run(seconds, data_dir):
     redis = start_redis(redis_port, [], data_dir)
     try:
         now_ms = str(int(time.time() * 1000))
-        subprocess.run(["redis-cli", "-p", str(redis_port), "EVAL", SEED_HISTORY, "2",
-                        "replicas:last-seen", "replicas:served", now_ms, str(HISTORY)],
+        subprocess.run(["redis-cli", "-p", str(redis_port), "EVAL", SEED_HISTORY, "3",
+                        "replicas:heartbeat", "replicas:presence", "replicas:served", now_ms,
+                        str(HISTORY)],
                        check=True, capture_output=True)
         web, _ = start_web(port, redis_port, "on")
         try:

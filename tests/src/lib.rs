@@ -4,6 +4,7 @@
 //!
 //! One module per concern; the tests import through the names re-exported here.
 
+pub mod board;
 pub mod browser;
 pub mod client;
 mod compose;

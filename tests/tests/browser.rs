@@ -1,10 +1,11 @@
 //! The page as a person sees it, in a real headless Chromium: count and replica first,
 //! a reload counts one more, reloads over new connections reach other replicas and the
-//! panel lists them, Redis down is said in plain words, light, dark and phone layouts.
+//! board lists them, Redis down is said in plain words, light, dark and phone layouts, and
+//! the board follows replicas as they come and go without a reload.
 //! Screenshots of each state are left in target/screenshots/.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use e2e::browser::{Balancer, Browser, is_png};
 use e2e::{Compose, PORT, build_web_fe_image, docker_ok, exclusive, http_get, wait_for};
@@ -14,14 +15,84 @@ fn count(browser: &Browser) -> u64 {
     text.parse().unwrap_or_else(|_| panic!("count {text:?}"))
 }
 
-fn replica_rows(browser: &Browser) -> BTreeSet<String> {
-    let rows = browser.script(
-        "return [...document.querySelectorAll('#replicas tbody tr')].map(r => r.dataset.hostname)",
+/// Every replica on the board, with its state.
+fn tiles(browser: &Browser) -> Vec<(String, String)> {
+    let tiles = browser.script(
+        "return [...document.querySelectorAll('#board [data-hostname]')]
+                  .map(t => [t.dataset.hostname, t.dataset.state])",
     );
-    rows.as_array()
-        .expect("rows")
+    tiles
+        .as_array()
+        .expect("tiles")
         .iter()
-        .filter_map(|h| h.as_str().map(str::to_owned))
+        .map(|t| {
+            (
+                t[0].as_str().unwrap().to_owned(),
+                t[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn board_hosts(browser: &Browser) -> BTreeSet<String> {
+    tiles(browser).into_iter().map(|(host, _)| host).collect()
+}
+
+fn serving(browser: &Browser) -> BTreeSet<String> {
+    tiles(browser)
+        .into_iter()
+        .filter_map(|(host, state)| (state == "serving").then_some(host))
+        .collect()
+}
+
+/// Polls the page (no reload) until `done` holds; returns how long that took.
+fn until(
+    browser: &Browser,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&Browser) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    while !done(browser) {
+        assert!(
+            start.elapsed() < limit,
+            "the page did not show {what} within {limit:?}: board {:?}, stream {:?}",
+            tiles(browser),
+            browser.text("#stream-status")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// One web-fe container of a scaled compose project.
+struct Replica {
+    container: String,
+    hostname: String,
+    port: u16,
+}
+
+/// The project's web-fe containers, each ready on its own loopback port.
+fn replicas(compose: &Compose) -> Vec<Replica> {
+    compose
+        .run(&["ps", "-q", "web-fe"])
+        .lines()
+        .map(|container| {
+            let hostname = docker_ok(&["inspect", "-f", "{{.Config.Hostname}}", container]);
+            let published = docker_ok(&["port", container, "8080"]);
+            let port: u16 = published
+                .lines()
+                .next()
+                .and_then(|l| l.rsplit(':').next())
+                .and_then(|p| p.trim().parse().ok())
+                .expect("port");
+            ready(port);
+            Replica {
+                container: container.to_owned(),
+                hostname,
+                port,
+            }
+        })
         .collect()
 }
 
@@ -54,7 +125,12 @@ fn compose_page_counts_names_its_replica_and_explains_an_outage() {
         browser.text("#hostname").as_deref(),
         Some(hostname.as_str())
     );
-    assert_eq!(replica_rows(&browser), BTreeSet::from([hostname.clone()]));
+    until(
+        &browser,
+        "this replica on the board",
+        Duration::from_secs(5),
+        |b| board_hosts(b) == BTreeSet::from([hostname.clone()]),
+    );
     // The count and the replica are the first things on screen, above the fold.
     let top = browser.script(
         "return ['#count', '#hostname'].map(s => document.querySelector(s).getBoundingClientRect().bottom)",
@@ -66,7 +142,7 @@ fn compose_page_counts_names_its_replica_and_explains_an_outage() {
             .all(|b| b.as_f64().unwrap() < 400.0),
         "{top}"
     );
-    // Everything came from web-fe itself: no other origin, no script.
+    // Everything came from web-fe itself: no other origin, one inline script.
     let loaded = browser.script("return performance.getEntriesByType('resource').map(e => e.name)");
     assert!(
         loaded
@@ -76,11 +152,15 @@ fn compose_page_counts_names_its_replica_and_explains_an_outage() {
             .all(|u| u.as_str().unwrap().starts_with(&url)),
         "{loaded}"
     );
-    assert_eq!(browser.script("return document.scripts.length"), 0);
-    // Basic accessibility: language, title, labelled count, header cells with scope.
+    assert_eq!(
+        browser.script("return [...document.scripts].filter(s => !s.src).length"),
+        1
+    );
+    assert_eq!(browser.script("return document.scripts.length"), 1);
+    // Basic accessibility: language, labelled count and sections.
     assert_eq!(browser.script("return document.documentElement.lang"), "en");
     let unlabelled = browser.script(
-        "return [...document.querySelectorAll('th')].filter(t => !t.getAttribute('scope')).length",
+        "return [...document.querySelectorAll('section')].filter(s => !s.getAttribute('aria-labelledby') && !s.getAttribute('aria-label')).length",
     );
     assert_eq!(unlabelled, 0);
     assert_eq!(
@@ -145,30 +225,10 @@ fn reloads_reach_other_replicas_and_the_panel_shows_them() {
     let compose = Compose::v2("replicas").with_override("scaled.yml");
     let _cleanup = compose.cleanup();
     compose.run(&["up", "-d", "--scale", "web-fe=3"]);
-    let containers: Vec<String> = compose
-        .run(&["ps", "-q", "web-fe"])
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(containers.len(), 3);
-    let mut replicas = BTreeSet::new();
-    let mut ports = Vec::new();
-    for container in &containers {
-        replicas.insert(docker_ok(&[
-            "inspect",
-            "-f",
-            "{{.Config.Hostname}}",
-            container,
-        ]));
-        let published = docker_ok(&["port", container, "8080"]);
-        let port: u16 = published
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.trim().parse().ok())
-            .expect("port");
-        ready(port);
-        ports.push(port);
-    }
+    let started = replicas(&compose);
+    assert_eq!(started.len(), 3);
+    let replicas: BTreeSet<String> = started.iter().map(|r| r.hostname.clone()).collect();
+    let ports = started.iter().map(|r| r.port).collect();
     let balancer = Balancer::start(ports);
     let browser = Browser::start();
 
@@ -189,10 +249,10 @@ fn reloads_reach_other_replicas_and_the_panel_shows_them() {
     }
     assert!(seen.len() >= 2, "10 reloads all reached {seen:?}");
     assert!(seen.is_subset(&replicas), "{seen:?} not in {replicas:?}");
-    assert!(
-        replica_rows(&browser).is_superset(&seen),
-        "the panel lists every replica seen"
-    );
+    // The board lists every replica, whether it answered a reload or not.
+    until(&browser, "all 3 replicas", Duration::from_secs(5), |b| {
+        board_hosts(b) == replicas
+    });
     browser.screenshot("replicas");
 
     // Auto-refresh: off by default; on, the page reloads itself over new connections.
@@ -210,4 +270,100 @@ fn reloads_reach_other_replicas_and_the_panel_shows_them() {
     );
     assert!(browser.text("a.toggle").unwrap().ends_with(": on"));
     browser.screenshot("auto-refresh");
+}
+
+#[test]
+fn the_board_follows_replicas_coming_and_going_without_a_reload() {
+    let _lock = exclusive();
+    build_web_fe_image();
+    let compose = Compose::v2("board").with_override("scaled.yml");
+    let _cleanup = compose.cleanup();
+    compose.run(&["up", "-d", "--scale", "web-fe=2"]);
+    let first = replicas(&compose);
+    let first_hosts: BTreeSet<String> = first.iter().map(|r| r.hostname.clone()).collect();
+    let balancer = Balancer::start(first.iter().map(|r| r.port).collect());
+    let browser = Browser::start();
+    browser.open(&balancer.url());
+    // Gone if the page reloads: everything below must happen in this one page.
+    browser.script("window.sameDocument = true; return null");
+    let same_page = |b: &Browser| b.script("return window.sameDocument === true") == true;
+    until(
+        &browser,
+        "both replicas, live",
+        Duration::from_secs(5),
+        |b| {
+            serving(b) == first_hosts
+                && b.script("return document.getElementById('stream-status').dataset.state")
+                    == "live"
+        },
+    );
+    browser.screenshot("board-two-replicas");
+
+    // The views control: 20 counted views, each on a new connection, spread by the balancer.
+    let before = count(&browser);
+    browser.click("#spread-form button");
+    until(&browser, "20 views made", Duration::from_secs(20), |b| {
+        b.text("#spread-result")
+            .is_some_and(|t| t.starts_with("20 views answered by 2 replica(s)"))
+    });
+    until(
+        &browser,
+        "the count, streamed",
+        Duration::from_secs(5),
+        |b| count(b) >= before + 20,
+    );
+    browser.screenshot("board-views-spread");
+
+    // Scaled up: the newcomers appear without a reload and without serving anyone.
+    compose.run(&["up", "-d", "--scale", "web-fe=4", "--no-recreate"]);
+    let all = replicas(&compose);
+    let hosts: BTreeSet<String> = all.iter().map(|r| r.hostname.clone()).collect();
+    let appeared = until(
+        &browser,
+        "4 serving replicas",
+        Duration::from_secs(5),
+        |b| serving(b) == hosts,
+    );
+    assert!(same_page(&browser), "the page reloaded");
+    println!("scaled 2 -> 4: shown {appeared:?} after compose returned");
+    browser.screenshot("board-four-replicas");
+
+    // One killed, one stopped: each is marked, with no reload.
+    let newcomers: Vec<&Replica> = all
+        .iter()
+        .filter(|r| !first_hosts.contains(&r.hostname))
+        .collect();
+    let (killed, stopped) = (newcomers[0], newcomers[1]);
+    docker_ok(&["rm", "-f", &killed.container]);
+    docker_ok(&["stop", &stopped.container]);
+    let marked = until(&browser, "both marked", Duration::from_secs(5), |b| {
+        let tiles = tiles(b);
+        tiles.contains(&(killed.hostname.clone(), "silent".into()))
+            && tiles.contains(&(stopped.hostname.clone(), "stopped".into()))
+    });
+    println!("rm -f and stop: both marked {marked:?} after");
+    browser.screenshot("board-replicas-leaving");
+
+    // The replica streaming to the page dies: the page reconnects through the balancer.
+    let streamer = browser
+        .text("#stream-status")
+        .and_then(|t| t.strip_prefix("live from ").map(str::to_owned))
+        .expect("a live stream");
+    let container = &first
+        .iter()
+        .find(|r| r.hostname == streamer)
+        .expect("streamer")
+        .container;
+    docker_ok(&["rm", "-f", container]);
+    until(
+        &browser,
+        "a stream from the other replica",
+        Duration::from_secs(15),
+        |b| {
+            b.text("#stream-status")
+                .is_some_and(|t| t.starts_with("live from ") && !t.ends_with(&streamer))
+        },
+    );
+    assert!(same_page(&browser), "the page reloaded");
+    browser.screenshot("board-stream-reconnected");
 }

@@ -1,12 +1,14 @@
 //! Faults on the swarm stack, under load from a client on the stack's network that
 //! resolves `tasks.web-fe` for every connection: rolling updates (forced, and to a new
 //! image) with zero failed requests, a broken image that rolls back by itself, replicas
-//! removed under load, and the hardening of the running tasks.
+//! removed under load, and the hardening of the running tasks. The board follows scaling,
+//! a killed replica and a rolling update as they happen.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use e2e::board::{BoardView, BoardWatcher};
 use e2e::client::{request_loops, tally};
 use e2e::{
     CONVERGE, Cleanup, LoadReport, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant,
@@ -16,6 +18,7 @@ use e2e::{
 };
 
 const V2_IMAGE: &str = "counter-web-fe:e2e-v2";
+const V2_VERSION: &str = "2.0.0-e2e";
 const BROKEN_IMAGE: &str = "counter-web-fe:e2e-broken";
 /// Parallel request loops in the client container.
 const LOOPS: u32 = 4;
@@ -96,18 +99,115 @@ fn a_forced_rolling_update_fails_no_request() {
 #[test]
 fn a_rolling_update_to_a_new_image_fails_no_request() {
     let _lock = exclusive();
-    build_web_fe_variant(V2_IMAGE, "2.0.0-e2e", "#c2410c");
+    build_web_fe_variant(V2_IMAGE, V2_VERSION, "#c2410c");
     let _image = remove_after(V2_IMAGE);
     let stack = Deployed::new("v2");
+    let watcher = BoardWatcher::on_host(&stack.network, &client_image());
+    let mut flips = Vec::new();
     let report = stack.under_load(
         "Rolling update to a new image",
         "`docker service update --image v2`",
         || {
-            assert!(update(&stack.web, &["--image", V2_IMAGE]).status.success());
+            std::thread::scope(|s| {
+                let updating = s.spawn(|| update(&stack.web, &["--image", V2_IMAGE]));
+                // Live replicas on v2, each time the number changes, until all 10 are.
+                watcher.wait("10 live replicas, all on v2", CONVERGE, |board| {
+                    let on_v2 = board.live_on(V2_VERSION);
+                    if flips.last() != Some(&on_v2) {
+                        flips.push(on_v2);
+                    }
+                    on_v2 == 10 && board.live().len() == 10
+                });
+                assert!(updating.join().unwrap().status.success());
+            });
         },
     );
     assert_eq!(report.failed(), 0, "{report:?}");
     assert_eq!(service_image(&stack.web), V2_IMAGE);
+    println!("live replicas on v2 as the board showed them: {flips:?}");
+    assert!(
+        flips.iter().filter(|&&n| n > 0 && n < 10).count() >= 2,
+        "versions flipped replica by replica, not all at once: {flips:?}"
+    );
+    // The old replicas said goodbye: marked stopped, not silent.
+    let (_, board) = watcher.wait("v1 replicas marked stopped", Duration::from_secs(5), |b| {
+        b.tiles
+            .iter()
+            .any(|t| t.version != V2_VERSION && t.state == "stopped")
+    });
+    assert!(
+        board
+            .tiles
+            .iter()
+            .filter(|t| t.version != V2_VERSION)
+            .all(|t| t.state == "stopped"),
+        "{board:#?}"
+    );
+}
+
+#[test]
+fn the_board_follows_scaling_and_a_killed_replica() {
+    let _lock = exclusive();
+    let stack = Deployed::new("board");
+    let web = &stack.web;
+    let watcher = BoardWatcher::on_host(&stack.network, &client_image());
+    watcher.wait("10 live replicas", CONVERGE, |b| b.live().len() == 10);
+    docker_ok(&["service", "scale", "--detach", &format!("{web}=3")]);
+    watcher.wait("3 live replicas", CONVERGE, |b| b.live().len() == 3);
+
+    // 3 → 6: the newcomers appear without anyone loading a page.
+    let hits = redis_hits(&stack.redis);
+    let scaled = std::time::Instant::now();
+    docker_ok(&["service", "scale", "--detach", &format!("{web}=6")]);
+    wait_for("6 running tasks", CONVERGE, || {
+        (running_tasks(web) == 6).then_some(())
+    });
+    let (shown, _) = watcher.wait("6 live replicas", Duration::from_secs(5), |b| {
+        b.live().len() == 6
+    });
+    let since_command = scaled.elapsed();
+    assert_eq!(
+        redis_hits(&stack.redis),
+        hits,
+        "watching the board counted views"
+    );
+    reliability_row(&format!(
+        "Board: scale 3 → 6 | `docker service scale` | – | – | 0 | 6 live on the board {:.1} s after the command ({:.1} s after the 6th task ran); `hits` unchanged",
+        since_command.as_secs_f64(),
+        shown.as_secs_f64()
+    ));
+
+    // `docker rm -f`: no goodbye, so the missed heartbeats mark it.
+    let victim = service_containers(web).pop().expect("a task");
+    let hostname = docker_ok(&["inspect", "-f", "{{.Config.Hostname}}", &victim]);
+    let slot = slot_of(&watcher, &hostname);
+    let start = std::time::Instant::now();
+    docker_ok(&["rm", "-f", &victim]);
+    watcher.wait("the removed replica marked", Duration::from_secs(5), |b| {
+        b.state_of(&hostname) == Some("silent")
+    });
+    let marked = start.elapsed();
+    let (_, board) = watcher.wait("its replacement", CONVERGE, |b| {
+        b.live().len() == 6
+            && b.live()
+                .iter()
+                .any(|t| t.slot == slot && t.hostname != hostname)
+    });
+    assert_eq!(board.state_of(&hostname), Some("silent"), "{board:#?}");
+    reliability_row(&format!(
+        "Board: a replica removed | `docker rm -f` | – | – | 0 | marked {:.1} s after the command, replacement shown in slot {slot}",
+        marked.as_secs_f64()
+    ));
+}
+
+fn slot_of(watcher: &BoardWatcher, hostname: &str) -> String {
+    let board: BoardView = watcher.read().expect("a board");
+    board
+        .tiles
+        .iter()
+        .find(|t| t.hostname == hostname)
+        .map(|t| t.slot.clone())
+        .unwrap_or_else(|| panic!("{hostname} not on the board: {board:#?}"))
 }
 
 #[test]
