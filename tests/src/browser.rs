@@ -2,15 +2,16 @@
 //! `chromedriver`, for tests that look at the page the way a person does. Only 127.0.0.1
 //! addresses are opened.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 
 use crate::{repo_root, wait_for};
 
@@ -143,6 +144,47 @@ impl Browser {
             .unwrap_or_else(|e| panic!("colour scheme {scheme}: {e}"));
     }
 
+    /// Every replica on the page's board with its state, as the page shows it now.
+    pub fn board(&self) -> Vec<(String, String)> {
+        let tiles = self.script(
+            "return [...document.querySelectorAll('#board [data-hostname]')]
+                      .map(t => [t.dataset.hostname, t.dataset.state])",
+        );
+        tiles
+            .as_array()
+            .expect("tiles")
+            .iter()
+            .map(|t| {
+                let text = |i: usize| t[i].as_str().unwrap_or_default().to_owned();
+                (text(0), text(1))
+            })
+            .collect()
+    }
+
+    /// Replicas the page's board shows serving.
+    pub fn serving(&self) -> BTreeSet<String> {
+        self.board()
+            .into_iter()
+            .filter_map(|(host, state)| (state == "serving").then_some(host))
+            .collect()
+    }
+
+    /// Watches the page, without reloading it, until `done` holds; returns how long that
+    /// took, or panics with the board after `limit`.
+    pub fn until(&self, what: &str, limit: Duration, done: impl Fn(&Self) -> bool) -> Duration {
+        let start = Instant::now();
+        while !done(self) {
+            assert!(
+                start.elapsed() < limit,
+                "the page did not show {what} within {limit:?}: board {:?}, stream {:?}",
+                self.board(),
+                self.text("#stream-status")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        start.elapsed()
+    }
+
     /// Saves a PNG of the window under target/screenshots/ and returns its path.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let png = self
@@ -189,14 +231,25 @@ impl WebDriverCompatibleCommand for DevTools {
     }
 }
 
-/// Spreads each new connection on 127.0.0.1:`port()` over `backends` (loopback ports),
-/// as swarm's routing mesh spreads connections over replicas, for machines without one.
+/// Spreads each new connection on 127.0.0.1:`port()` over `backends`, as swarm's routing
+/// mesh spreads connections over replicas, for machines without one.
 pub struct Balancer {
     port: u16,
 }
 
 impl Balancer {
-    pub fn start(backends: Vec<u16>) -> Self {
+    /// Over loopback ports.
+    pub fn start(ports: Vec<u16>) -> Self {
+        Self::to(
+            ports
+                .into_iter()
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+                .collect(),
+        )
+    }
+
+    /// Over any addresses: loopback, or containers on the project's own networks.
+    pub fn to(backends: Vec<SocketAddr>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("balancer port");
         let port = listener.local_addr().expect("address").port();
         std::thread::spawn(move || {
@@ -218,8 +271,8 @@ impl Balancer {
     }
 }
 
-fn relay(client: TcpStream, backend: u16) {
-    let Ok(server) = TcpStream::connect(("127.0.0.1", backend)) else {
+fn relay(client: TcpStream, backend: SocketAddr) {
+    let Ok(server) = TcpStream::connect(backend) else {
         return;
     };
     let (Ok(mut client_in), Ok(mut server_in)) = (client.try_clone(), server.try_clone()) else {

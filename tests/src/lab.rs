@@ -280,3 +280,86 @@ fn lab(args: &[&str]) -> Command {
         .env("REDIS_IMAGE", redis_image());
     command
 }
+
+/// Relays each connection to one of `tasks.web-fe`, from a container on the overlay
+/// network. Perl is in every Debian image (`perl-base` is essential), so the client image
+/// needs nothing more. It ends by itself after 30 minutes.
+const RELAY_SCRIPT: &str = r#"
+use IO::Socket::INET;
+$SIG{CHLD} = "IGNORE";
+alarm 1800;
+my $listen = IO::Socket::INET->new(LocalPort => 8080, Listen => 128, ReuseAddr => 1) or die "listen: $!";
+while (1) {
+    my $client = $listen->accept or next;
+    my $pid = fork;
+    if (!defined $pid || $pid) { close $client; next }
+    alarm 0;
+    close $listen;
+    my $server = IO::Socket::INET->new(PeerAddr => "tasks.web-fe:8080", Timeout => 2) or exit 1;
+    my $up = fork;
+    if (!$up) { pump($client, $server); shutdown($server, 1); exit 0 }
+    pump($server, $client);
+    shutdown($client, 1);
+    kill "TERM", $up;
+    exit 0;
+}
+sub pump { my ($from, $to) = @_; my $buf; while (sysread($from, $buf, 65536)) { syswrite($to, $buf) or last } }
+"#;
+
+/// The replicas, reachable from this machine through a relay on manager1: what the
+/// routing mesh would give on a kernel with IPVS. Removed on drop.
+pub struct LabRelay<'a> {
+    lab: &'a Lab,
+    name: String,
+    /// manager1's address and the relay's port there.
+    pub address: std::net::SocketAddr,
+}
+
+impl Lab {
+    pub fn relay(&self) -> LabRelay<'_> {
+        const PORT: u16 = 18080;
+        let name = format!("counter-lab-relay-{}", std::process::id());
+        let _ = self.try_docker(&["rm", "-f", &name]);
+        self.docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            NETWORK,
+            "-p",
+            &format!("{PORT}:8080"),
+            &self.client,
+            "perl",
+            "-e",
+            RELAY_SCRIPT,
+        ]);
+        let ip = crate::docker_ok(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &Self::machine("manager1"),
+        ]);
+        let address = format!("{ip}:{PORT}").parse().expect("manager1's address");
+        LabRelay {
+            lab: self,
+            name,
+            address,
+        }
+    }
+
+    /// Reads the board from the overlay network, through manager1's engine.
+    pub fn board_watcher(&self) -> crate::board::BoardWatcher<'_> {
+        crate::board::BoardWatcher::start(
+            Box::new(|args: &[&str]| self.try_docker(args)),
+            NETWORK,
+            &self.client,
+        )
+    }
+}
+
+impl Drop for LabRelay<'_> {
+    fn drop(&mut self) {
+        let _ = self.lab.try_docker(&["rm", "-f", &self.name]);
+    }
+}

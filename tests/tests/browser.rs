@@ -5,7 +5,7 @@
 //! Screenshots of each state are left in target/screenshots/.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::browser::{Balancer, Browser, is_png};
 use e2e::{Compose, PORT, build_web_fe_image, docker_ok, exclusive, http_get, wait_for};
@@ -15,54 +15,8 @@ fn count(browser: &Browser) -> u64 {
     text.parse().unwrap_or_else(|_| panic!("count {text:?}"))
 }
 
-/// Every replica on the board, with its state.
-fn tiles(browser: &Browser) -> Vec<(String, String)> {
-    let tiles = browser.script(
-        "return [...document.querySelectorAll('#board [data-hostname]')]
-                  .map(t => [t.dataset.hostname, t.dataset.state])",
-    );
-    tiles
-        .as_array()
-        .expect("tiles")
-        .iter()
-        .map(|t| {
-            (
-                t[0].as_str().unwrap().to_owned(),
-                t[1].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 fn board_hosts(browser: &Browser) -> BTreeSet<String> {
-    tiles(browser).into_iter().map(|(host, _)| host).collect()
-}
-
-fn serving(browser: &Browser) -> BTreeSet<String> {
-    tiles(browser)
-        .into_iter()
-        .filter_map(|(host, state)| (state == "serving").then_some(host))
-        .collect()
-}
-
-/// Polls the page (no reload) until `done` holds; returns how long that took.
-fn until(
-    browser: &Browser,
-    what: &str,
-    limit: Duration,
-    done: impl Fn(&Browser) -> bool,
-) -> Duration {
-    let start = Instant::now();
-    while !done(browser) {
-        assert!(
-            start.elapsed() < limit,
-            "the page did not show {what} within {limit:?}: board {:?}, stream {:?}",
-            tiles(browser),
-            browser.text("#stream-status")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
+    browser.board().into_iter().map(|(host, _)| host).collect()
 }
 
 /// One web-fe container of a scaled compose project.
@@ -125,12 +79,9 @@ fn compose_page_counts_names_its_replica_and_explains_an_outage() {
         browser.text("#hostname").as_deref(),
         Some(hostname.as_str())
     );
-    until(
-        &browser,
-        "this replica on the board",
-        Duration::from_secs(5),
-        |b| board_hosts(b) == BTreeSet::from([hostname.clone()]),
-    );
+    browser.until("this replica on the board", Duration::from_secs(5), |b| {
+        board_hosts(b) == BTreeSet::from([hostname.clone()])
+    });
     // The count and the replica are the first things on screen, above the fold.
     let top = browser.script(
         "return ['#count', '#hostname'].map(s => document.querySelector(s).getBoundingClientRect().bottom)",
@@ -250,7 +201,7 @@ fn reloads_reach_other_replicas_and_the_panel_shows_them() {
     assert!(seen.len() >= 2, "10 reloads all reached {seen:?}");
     assert!(seen.is_subset(&replicas), "{seen:?} not in {replicas:?}");
     // The board lists every replica, whether it answered a reload or not.
-    until(&browser, "all 3 replicas", Duration::from_secs(5), |b| {
+    browser.until("all 3 replicas", Duration::from_secs(5), |b| {
         board_hosts(b) == replicas
     });
     browser.screenshot("replicas");
@@ -287,43 +238,31 @@ fn the_board_follows_replicas_coming_and_going_without_a_reload() {
     // Gone if the page reloads: everything below must happen in this one page.
     browser.script("window.sameDocument = true; return null");
     let same_page = |b: &Browser| b.script("return window.sameDocument === true") == true;
-    until(
-        &browser,
-        "both replicas, live",
-        Duration::from_secs(5),
-        |b| {
-            serving(b) == first_hosts
-                && b.script("return document.getElementById('stream-status').dataset.state")
-                    == "live"
-        },
-    );
+    browser.until("both replicas, live", Duration::from_secs(5), |b| {
+        b.serving() == first_hosts
+            && b.script("return document.getElementById('stream-status').dataset.state") == "live"
+    });
     browser.screenshot("board-two-replicas");
 
     // The views control: 20 counted views, each on a new connection, spread by the balancer.
     let before = count(&browser);
     browser.click("#spread-form button");
-    until(&browser, "20 views made", Duration::from_secs(20), |b| {
+    browser.until("20 views made", Duration::from_secs(20), |b| {
         b.text("#spread-result")
             .is_some_and(|t| t.starts_with("20 views answered by 2 replica(s)"))
     });
-    until(
-        &browser,
-        "the count, streamed",
-        Duration::from_secs(5),
-        |b| count(b) >= before + 20,
-    );
+    browser.until("the count, streamed", Duration::from_secs(5), |b| {
+        count(b) >= before + 20
+    });
     browser.screenshot("board-views-spread");
 
     // Scaled up: the newcomers appear without a reload and without serving anyone.
     compose.run(&["up", "-d", "--scale", "web-fe=4", "--no-recreate"]);
     let all = replicas(&compose);
     let hosts: BTreeSet<String> = all.iter().map(|r| r.hostname.clone()).collect();
-    let appeared = until(
-        &browser,
-        "4 serving replicas",
-        Duration::from_secs(5),
-        |b| serving(b) == hosts,
-    );
+    let appeared = browser.until("4 serving replicas", Duration::from_secs(5), |b| {
+        b.serving() == hosts
+    });
     assert!(same_page(&browser), "the page reloaded");
     println!("scaled 2 -> 4: shown {appeared:?} after compose returned");
     browser.screenshot("board-four-replicas");
@@ -336,8 +275,8 @@ fn the_board_follows_replicas_coming_and_going_without_a_reload() {
     let (killed, stopped) = (newcomers[0], newcomers[1]);
     docker_ok(&["rm", "-f", &killed.container]);
     docker_ok(&["stop", &stopped.container]);
-    let marked = until(&browser, "both marked", Duration::from_secs(5), |b| {
-        let tiles = tiles(b);
+    let marked = browser.until("both marked", Duration::from_secs(5), |b| {
+        let tiles = b.board();
         tiles.contains(&(killed.hostname.clone(), "silent".into()))
             && tiles.contains(&(stopped.hostname.clone(), "stopped".into()))
     });
@@ -355,8 +294,7 @@ fn the_board_follows_replicas_coming_and_going_without_a_reload() {
         .expect("streamer")
         .container;
     docker_ok(&["rm", "-f", container]);
-    until(
-        &browser,
+    browser.until(
         "a stream from the other replica",
         Duration::from_secs(15),
         |b| {

@@ -2,10 +2,14 @@
 //! real nested Docker engine, made by `lab/swarm`. The stack runs on it from the lab
 //! registry; faults hit whole machines under bounded load from a client on the overlay
 //! network. One scenario, in order: each step starts from the state the last one left.
+//! The board follows it all, read from the overlay network and watched in a headless
+//! Chromium through a relay on manager1; its screenshots go to target/screenshots/lab-*.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use e2e::board::BoardWatcher;
+use e2e::browser::{Balancer, Browser};
 use e2e::lab::{Lab, REDIS_NODE, WEB};
 use e2e::{
     LoadReport, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant, docker, docker_ok,
@@ -15,6 +19,8 @@ use e2e::{
 const V2_IMAGE: &str = "counter-web-fe:lab-v2";
 const V2_VERSION: &str = "2.0.0-lab";
 const LOOPS: u32 = 4;
+/// How long the page may take to show a change that swarm is still making.
+const SETTLE_BOARD: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_five_node_swarm_runs_the_walkthrough_across_machines() {
@@ -27,11 +33,18 @@ fn a_five_node_swarm_runs_the_walkthrough_across_machines() {
     lab.deploy();
     replicas_spread_over_nodes_and_share_one_count(&lab);
     report_cost(&lab);
-    losing_a_worker_machine_heals_and_it_rejoins(&lab);
-    draining_a_worker_moves_its_tasks_and_loses_nothing(&lab);
-    losing_quorum_refuses_changes_but_keeps_serving(&lab);
-    rolling_to_v2_through_the_registry_fails_no_request(&lab);
-    losing_the_redis_machine_answers_503_and_keeps_the_count(&lab);
+    {
+        let watcher = lab.board_watcher();
+        let relay = lab.relay();
+        let balancer = Balancer::to(vec![relay.address]);
+        let browser = Browser::start();
+        the_board_groups_every_replica_by_node(&lab, &watcher, &browser, &balancer);
+        losing_a_worker_machine_heals_and_it_rejoins(&lab);
+        draining_a_worker_moves_its_tasks_and_loses_nothing(&lab, &watcher);
+        losing_quorum_refuses_changes_but_keeps_serving(&lab);
+        rolling_to_v2_through_the_registry_fails_no_request(&lab, &watcher, &browser);
+        losing_the_redis_machine_answers_503_and_keeps_the_count(&lab, &browser);
+    }
     drop(lab);
     down_leaves_nothing_behind();
 }
@@ -79,6 +92,40 @@ fn replicas_spread_over_nodes_and_share_one_count(lab: &Lab) {
         "one shared count gives each view its own number"
     );
     assert_eq!(lab.hits() - before, 80);
+}
+
+fn the_board_groups_every_replica_by_node(
+    lab: &Lab,
+    watcher: &BoardWatcher,
+    browser: &Browser,
+    balancer: &Balancer,
+) {
+    let spread = lab.tasks_by_node();
+    let (_, board) = watcher.wait("10 live replicas", Duration::from_secs(10), |b| {
+        b.live().len() == 10
+    });
+    let mut by_node: BTreeMap<String, usize> = BTreeMap::new();
+    for tile in board.live() {
+        *by_node.entry(tile.node.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        by_node, spread,
+        "the board's nodes against `docker service ps`"
+    );
+
+    browser.set_window(1280, 1000);
+    browser.open(&balancer.url());
+    browser.until("10 replicas, live", Duration::from_secs(15), |b| {
+        b.serving().len() == 10
+            && b.script("return document.getElementById('stream-status').dataset.state") == "live"
+    });
+    let groups = browser.script("return document.querySelectorAll('#board .node').length");
+    assert_eq!(
+        groups.as_u64(),
+        Some(spread.len() as u64),
+        "node groups on the page"
+    );
+    browser.screenshot("lab-board");
 }
 
 fn report_cost(lab: &Lab) {
@@ -151,7 +198,7 @@ fn under_load(
     report
 }
 
-fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab) {
+fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab, watcher: &BoardWatcher) {
     // worker2 came back empty (swarm does not rebalance); new tasks go to the emptiest node.
     lab.docker(&["service", "scale", "--detach=false", &format!("{WEB}=12")]);
     lab.wait_replicas(12);
@@ -175,6 +222,10 @@ fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab) {
         0,
         "requests failed while draining: {report:?}"
     );
+    // The drained node's group empties: its replicas stopped, none live there.
+    watcher.wait("no live replica on worker2", Duration::from_secs(5), |b| {
+        b.live().len() == 12 && b.live().iter().all(|t| t.node != "worker2")
+    });
     lab.docker(&["node", "update", "--availability", "active", "worker2"]);
 }
 
@@ -251,7 +302,24 @@ fn losing_quorum_refuses_changes_but_keeps_serving(lab: &Lab) {
     lab.wait_replicas(10);
 }
 
-fn rolling_to_v2_through_the_registry_fails_no_request(lab: &Lab) {
+/// Versions of the replicas the page's board shows serving.
+fn serving_versions(browser: &Browser) -> BTreeSet<String> {
+    let versions = browser.script(
+        "return [...document.querySelectorAll('#board [data-state=serving]')].map(t => t.dataset.version)",
+    );
+    versions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn rolling_to_v2_through_the_registry_fails_no_request(
+    lab: &Lab,
+    watcher: &BoardWatcher,
+    browser: &Browser,
+) {
     let v2 = lab.push(V2_IMAGE, "counter-web-fe:2");
     println!("v2 in the lab registry: {v2}");
     let report = under_load(
@@ -259,15 +327,25 @@ fn rolling_to_v2_through_the_registry_fails_no_request(lab: &Lab) {
         "Rolling update across nodes",
         "`docker service update --image` from the lab registry",
         || {
-            lab.docker(&[
-                "service",
-                "update",
-                "--quiet",
-                "--detach=false",
-                "--image",
-                &v2,
-                WEB,
-            ]);
+            std::thread::scope(|s| {
+                let updating = s.spawn(|| {
+                    lab.docker(&[
+                        "service",
+                        "update",
+                        "--quiet",
+                        "--detach=false",
+                        "--image",
+                        &v2,
+                        WEB,
+                    ])
+                });
+                // Mid-update, both versions serve side by side on the page's board.
+                browser.until("v1 and v2 serving together", SETTLE_BOARD, |b| {
+                    serving_versions(b).len() == 2
+                });
+                browser.screenshot("lab-board-rolling");
+                updating.join().expect("the update ran");
+            });
             lab.wait_replicas(10);
             "converged".into()
         },
@@ -277,13 +355,18 @@ fn rolling_to_v2_through_the_registry_fails_no_request(lab: &Lab) {
         0,
         "requests failed during the rolling update: {report:?}"
     );
+    watcher.wait(
+        "10 live replicas, all on v2",
+        Duration::from_secs(10),
+        |b| b.live().len() == 10 && b.live_on(V2_VERSION) == 10,
+    );
     let versions = lab.in_client(
         "for i in $(seq 30); do curl -s http://tasks.web-fe:8080/api | grep -o '\"version\":\"[^\"]*\"'; done | sort -u",
     );
     assert_eq!(versions.trim(), format!("\"version\":\"{V2_VERSION}\""));
 }
 
-fn losing_the_redis_machine_answers_503_and_keeps_the_count(lab: &Lab) {
+fn losing_the_redis_machine_answers_503_and_keeps_the_count(lab: &Lab, browser: &Browser) {
     let before = lab.hits();
     docker_ok(&["kill", &Lab::machine(REDIS_NODE)]);
     let down = Instant::now();
@@ -304,6 +387,17 @@ fn losing_the_redis_machine_answers_503_and_keeps_the_count(lab: &Lab) {
     );
     let unavailable = probes.lines().filter(|l| l.trim() == "503").count();
     assert_eq!(unavailable, 10, "while Redis's machine is down: {probes}");
+    // The page keeps its last board and says why it is not moving.
+    browser.until(
+        "the board saying Redis is out of reach",
+        SETTLE_BOARD,
+        |b| {
+            b.text("#board-trouble").is_some_and(|t| {
+                t.contains("Redis cannot be reached") || t.contains("did not answer in time")
+            })
+        },
+    );
+    browser.screenshot("lab-board-redis-down");
     lab.wait_node(REDIS_NODE, "Down");
     docker_ok(&["start", &Lab::machine(REDIS_NODE)]);
     let first_200 = lab.wait_for_answer("a 200 once it is back", "200");
