@@ -9,12 +9,13 @@ pub struct Replica {
     pub slot: Option<String>,
     /// Swarm node the task runs on, when the stack passes it in.
     pub node: Option<String>,
-    pub colour: Colour,
+    /// `#rrggbb`, worked out once: every answer shows it.
+    pub colour: String,
 }
 
 impl Replica {
     pub fn new(hostname: String, slot: Option<String>, node: Option<String>) -> Self {
-        let colour = Colour::for_name(&hostname);
+        let colour = Colour::for_name(&hostname).css();
         Self {
             hostname,
             slot,

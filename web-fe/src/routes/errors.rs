@@ -140,7 +140,7 @@ impl AppError {
             problem,
             form,
             hostname: state.replica.hostname.clone(),
-            colour: state.replica.colour.css(),
+            colour: state.replica.colour.clone(),
         }
     }
 }

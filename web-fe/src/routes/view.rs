@@ -27,7 +27,7 @@ impl VisitView {
             hostname: me.hostname.clone(),
             slot: me.slot.clone(),
             node: me.node.clone(),
-            colour: me.colour.css(),
+            colour: me.colour.clone(),
             version: build_info::VERSION,
             served: visit.served,
         }
