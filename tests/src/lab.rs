@@ -229,21 +229,18 @@ impl Lab {
 
     /// Starts bounded load: `loops` request loops in a client container (see [`request_loops`]).
     pub fn load(&self, loops: u32) -> LabLoad<'_> {
-        let name = format!("counter-lab-client-{}", std::process::id());
-        let _ = self.try_docker(&["rm", "-f", &name]);
-        self.docker(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            NETWORK,
-            &self.client,
-            "sh",
-            "-c",
-            &request_loops(loops),
-        ]);
+        let name = self.start_client("client", &[], &["sh", "-c", &request_loops(loops)]);
         LabLoad { lab: self, name }
+    }
+
+    /// Starts a named client container on the overlay network (replacing one a killed run
+    /// left) with `options` and `command`, on manager1; returns its name.
+    fn start_client(&self, role: &str, options: &[&str], command: &[&str]) -> String {
+        let name = format!("counter-lab-{role}-{}", std::process::id());
+        let _ = self.try_docker(&["rm", "-f", &name]);
+        let run = ["run", "-d", "--name", &name, "--network", NETWORK];
+        self.docker(&[&run[..], options, &[&self.client], command].concat());
+        name
     }
 }
 
@@ -318,22 +315,8 @@ pub struct LabRelay<'a> {
 impl Lab {
     pub fn relay(&self) -> LabRelay<'_> {
         const PORT: u16 = 18080;
-        let name = format!("counter-lab-relay-{}", std::process::id());
-        let _ = self.try_docker(&["rm", "-f", &name]);
-        self.docker(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            NETWORK,
-            "-p",
-            &format!("{PORT}:8080"),
-            &self.client,
-            "perl",
-            "-e",
-            RELAY_SCRIPT,
-        ]);
+        let publish = format!("{PORT}:8080");
+        let name = self.start_client("relay", &["-p", &publish], &["perl", "-e", RELAY_SCRIPT]);
         let ip = crate::docker_ok(&[
             "inspect",
             "-f",
