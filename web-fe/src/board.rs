@@ -36,8 +36,7 @@ pub enum Activity {
 }
 
 /// What the board shows for a replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shown {
     Serving,
     Draining,
@@ -49,11 +48,28 @@ pub enum Shown {
 }
 
 impl Shown {
+    /// Its name in the JSON and as the page's CSS class.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Serving => "serving",
+            Self::Draining => "draining",
+            Self::Stopped => "stopped",
+            Self::Silent => "silent",
+            Self::CannotReachRedis => "cannot-reach-redis",
+        }
+    }
+
     fn is_live(self) -> bool {
         matches!(
             self,
             Self::Serving | Self::Draining | Self::CannotReachRedis
         )
+    }
+}
+
+impl Serialize for Shown {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

@@ -25,7 +25,6 @@ pub struct Presence {
     interval: Duration,
     forget: Duration,
     started_ms: u64,
-    last: Board,
 }
 
 impl Presence {
@@ -35,7 +34,6 @@ impl Presence {
         publish: watch::Sender<Arc<Published>>,
         settings: &ReplicaSettings,
     ) -> Self {
-        let last = Board::empty(&state.replica.hostname);
         Self {
             store,
             state,
@@ -43,12 +41,11 @@ impl Presence {
             interval: settings.heartbeat,
             forget: settings.forget,
             started_ms: unix_millis(),
-            last,
         }
     }
 
     /// A replica unheard for this long is marked as gone.
-    pub fn silent_after(interval: Duration) -> Duration {
+    fn silent_after(interval: Duration) -> Duration {
         interval * MISSED_BEATS
     }
 
@@ -84,16 +81,13 @@ impl Presence {
         };
         let json = serde_json::to_string(&beat).expect("a Beat always serialises");
         let board = match self.store.beat(&me.hostname, &json, self.forget).await {
-            Ok(roll) => {
-                let board = Board::from_roll(&me.hostname, roll, Self::silent_after(self.interval));
-                self.last = board.clone();
-                board
-            }
+            Ok(roll) => Board::from_roll(&me.hostname, roll, Self::silent_after(self.interval)),
+            // What is published is the last board read (marked again if a beat failed before).
             Err(e) => {
                 self.state.metrics.observe_redis_error(&e);
                 tracing::warn!(error = %e, "heartbeat failed");
-                self.last
-                    .unreachable(format!("Redis {}", e.trouble.phrase()))
+                let trouble = format!("Redis {}", e.trouble.phrase());
+                self.publish.borrow().board.unreachable(trouble)
             }
         };
         let closing = activity != Activity::Serving;

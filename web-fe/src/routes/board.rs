@@ -96,16 +96,6 @@ fn render_event(board: &Board) -> Bytes {
 
 /// What the board's template shows, in words.
 impl Member {
-    pub fn state_class(&self) -> &'static str {
-        match self.state {
-            Shown::Serving => "serving",
-            Shown::Draining => "draining",
-            Shown::Stopped => "stopped",
-            Shown::Silent => "silent",
-            Shown::CannotReachRedis => "cannot-reach-redis",
-        }
-    }
-
     /// Empty while serving: the tile says enough.
     pub fn status_text(&self) -> String {
         let since = seconds(self.beat_age_ms);

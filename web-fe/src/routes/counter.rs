@@ -118,16 +118,22 @@ fn fresh(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponse
     builder
 }
 
+/// The query string's parameters, decoded, in order.
+fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
+    Query::<Vec<(String, String)>>::from_query(query)
+        .ok()
+        .map(Query::into_inner)
+}
+
+/// `?close` (with any value or none); an unreadable query string asks nothing.
 fn asks_to_close(query: &str) -> bool {
-    query
-        .split('&')
-        .any(|pair| pair == "close" || pair.starts_with("close="))
+    query_pairs(query).is_some_and(|pairs| pairs.iter().any(|(k, _)| k == "close"))
 }
 
 /// Reads `?refresh=N`; other parameters are ignored.
 fn refresh_option(query: &str) -> Result<Option<u32>, String> {
-    let pairs = Query::<Vec<(String, String)>>::from_query(query)
-        .map_err(|_| "The query string could not be read.".to_owned())?;
+    let pairs =
+        query_pairs(query).ok_or_else(|| "The query string could not be read.".to_owned())?;
     let Some((_, value)) = pairs.iter().find(|(k, _)| k == "refresh") else {
         return Ok(None);
     };

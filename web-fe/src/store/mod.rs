@@ -192,9 +192,7 @@ impl Store {
                 ..self.attempt_failed(&e)
             })?;
         let (count, served, repairs) = reply;
-        for repair in repairs {
-            tracing::warn!(repair = %repair, "Redis held data web-fe did not write; repaired");
-        }
+        log_repairs(repairs);
         Ok(Visit { count, served })
     }
 
@@ -265,6 +263,13 @@ struct FailedAttempt {
     /// The connection broke after the call was sent, as when Redis restarts: worth waiting
     /// for the restart grace to learn the outcome.
     broke_mid_call: bool,
+}
+
+/// What a script found in Redis that web-fe did not write, and put right: each is logged.
+fn log_repairs(repairs: Vec<String>) {
+    for repair in repairs {
+        tracing::warn!(repair = %repair, "Redis held data web-fe did not write; repaired");
+    }
 }
 
 /// Connection trouble and a Redis still loading its data may pass; a wrong password will not.

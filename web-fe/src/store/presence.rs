@@ -124,9 +124,7 @@ impl PresenceStore {
             .await
             .map_err(|e| error(&e))?;
         let (now_ms, hosts, times, beats, served, known, hits, repairs) = reply;
-        for repair in repairs {
-            tracing::warn!(repair = %repair, "Redis held data web-fe did not write; repaired");
-        }
+        super::log_repairs(repairs);
         Ok(Roll {
             now_ms,
             entries: entries(hosts, &times, beats, served),
