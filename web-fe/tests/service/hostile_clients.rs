@@ -199,7 +199,7 @@ async fn requests_the_parser_refuses_are_counted_and_logged_sparingly() {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
     assert_eq!(redis.hits(), 0);
-    let logs = web.logs();
+    let logs = web.logs_once_they_contain("requests refused before routing");
     let summaries = logs.matches("requests refused before routing").count();
     assert!(
         (1..=2).contains(&summaries),

@@ -28,7 +28,7 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     let status = web.wait_for_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0), "{}", web.logs());
     assert_eq!(redis.hits(), 10);
-    assert!(web.logs().contains("signal=\"SIGTERM\""), "{}", web.logs());
+    web.logs_once_they_contain("signal=\"SIGTERM\"");
 }
 
 #[tokio::test]

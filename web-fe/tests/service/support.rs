@@ -268,6 +268,24 @@ impl WebFe {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// The logs once they hold `needle`. Lines reach the test through reader threads, a
+    /// moment after the process wrote them, so a test that checks the log right after an
+    /// answer must wait for it.
+    pub fn logs_once_they_contain(&self, needle: &str) -> String {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log:\n{logs}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for the process to exit by itself and returns its status.
     pub fn wait_for_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
