@@ -57,7 +57,7 @@ async fn page_shows_count_hostname_version_and_the_board() {
 #[tokio::test]
 async fn api_returns_the_count_and_the_board_as_json_without_counting() {
     let redis = Redis::start();
-    redis.command(&["SET", "hits", "41"]).unwrap();
+    redis.query::<()>(&["SET", "hits", "41"]);
     let web = WebFe::start(
         &redis.url(),
         &[

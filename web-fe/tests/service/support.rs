@@ -7,6 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deadpool_redis::redis::{self, FromRedisValue, RedisResult};
+
 /// Long enough for a loaded 2-core CI machine; every wait polls and returns early.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -148,38 +150,34 @@ impl Redis {
             });
         self.child = Some(child);
         wait_for("redis-server to answer", START_TIMEOUT, || {
-            self.command(&["PING"])
-                .filter(|r| r.contains("PONG") || r.contains("NOAUTH"))
+            self.try_query::<String>(&["PING"]).ok()
         });
     }
 
-    /// Runs one command over RESP and returns the raw reply, or None if Redis is down.
-    pub fn command(&self, args: &[&str]) -> Option<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut request = Vec::new();
-        let auth = self.password.as_deref().map(|p| vec!["AUTH", p]);
-        for cmd in auth.iter().chain(std::iter::once(&args.to_vec())) {
-            request.extend(format!("*{}\r\n", cmd.len()).bytes());
-            for arg in cmd {
-                request.extend(format!("${}\r\n{arg}\r\n", arg.len()).bytes());
-            }
-        }
-        stream.write_all(&request).ok()?;
-        stream.shutdown(std::net::Shutdown::Write).ok()?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).ok()?;
-        Some(reply)
+    /// Runs one command, for a test's own set-up and checks; panics if Redis refuses it.
+    pub fn query<T: FromRedisValue>(&self, args: &[impl AsRef<str>]) -> T {
+        self.try_query(args)
+            .unwrap_or_else(|e| panic!("redis {:?}: {e}", args[0].as_ref()))
     }
 
-    /// The `hits` counter as Redis holds it.
-    pub fn hits(&self) -> i64 {
-        let reply = self.command(&["GET", "hits"]).expect("redis answers");
-        // The last line of a bulk reply is the value; `$-1` means the key does not exist.
-        match reply.lines().last() {
-            Some("$-1") | None => 0,
-            Some(value) => value.parse().unwrap_or_else(|_| panic!("hits = {reply:?}")),
+    /// Runs one command; an error if Redis is down or refuses it.
+    fn try_query<T: FromRedisValue>(&self, args: &[impl AsRef<str>]) -> RedisResult<T> {
+        let url = match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        let mut connection =
+            redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))?;
+        let mut command = redis::cmd(args[0].as_ref());
+        for arg in &args[1..] {
+            command.arg(arg.as_ref());
         }
+        command.query(&mut connection)
+    }
+
+    /// The `hits` counter as Redis holds it; 0 while the key does not exist.
+    pub fn hits(&self) -> i64 {
+        self.query::<Option<i64>>(&["GET", "hits"]).unwrap_or(0)
     }
 }
 
