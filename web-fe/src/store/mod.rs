@@ -31,10 +31,10 @@ const BEATS: &str = "replicas:heartbeat";
 /// Counts a view once per visit key, atomically, with the views its replica served. A
 /// retry of the same visit (after a connection broke with the outcome unknown) finds the
 /// key and gets the first call's count instead of counting again.
-const VISIT_SCRIPT: &str = include_str!("visit.lua");
+const VISIT_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!("visit.lua"));
 
 /// Readiness: Redis answers and `hits` holds a number that can be counted on.
-const READY_SCRIPT: &str = include_str!("ready.lua");
+const READY_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!("ready.lua"));
 
 /// Pause between attempts while Redis restarts (a graceful restart takes ~100 ms).
 const RETRY_PAUSE: Duration = Duration::from_millis(25);

@@ -10,22 +10,17 @@
 -- most 16 forgotten per beat.
 local presence, beats, served, hits = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local host, beat, forget_after, rows = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local repairs = {}
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_text = string.format('%d', now)
 
--- A write through pcall; a key of the wrong type is renamed (kept for a person) and the
--- write runs again.
+-- A write through pcall; a key of the wrong type is moved aside and the write runs again.
 local function write(...)
   local reply = redis.pcall(...)
   if type(reply) == 'table' and reply.err then
     if not string.find(reply.err, 'WRONGTYPE', 1, true) then return redis.error_reply(reply.err) end
-    local key = select(2, ...)
-    local aside = key .. ':unexpected:' .. now_text
-    table.insert(repairs, key .. ' was a ' .. redis.call('TYPE', key)['ok'] .. ', moved to ' .. aside)
-    redis.call('RENAME', key, aside)
+    move_aside(select(2, ...), now_text)
     reply = redis.call(...)
   end
   return reply

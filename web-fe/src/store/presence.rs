@@ -13,7 +13,7 @@ use crate::configuration::RedisSettings;
 pub const BOARD_ROWS: usize = 64;
 
 /// Writes a beat, forgets a few long-gone replicas, and reads the board, atomically.
-const PRESENCE_SCRIPT: &str = include_str!("presence.lua");
+const PRESENCE_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!("presence.lua"));
 
 /// The heartbeat's own connection: one per replica, used once a second by one task.
 pub struct PresenceStore {

@@ -9,11 +9,6 @@
 -- logged), and a `hits` that is not a whole number is refused before anything is written.
 local hits, served, visit = KEYS[1], KEYS[2], KEYS[3]
 local host, ttl, now = ARGV[1], ARGV[2], ARGV[3]
-local repairs = {}
-
-local function whole(value)
-  return type(value) == 'string' and #value <= 18 and string.match(value, '^-?%d+$') ~= nil
-end
 
 -- A call through pcall: the Redis error, if any, instead of aborting the script. Shapes are
 -- checked only when a write fails, so the common path pays nothing for them.
@@ -44,11 +39,8 @@ if err then
 end
 local mine, served_err = try('HINCRBY', served, host, 1)
 if served_err then
-  -- A key of the wrong type is renamed, not deleted: whatever it held is kept for a person.
   if string.find(served_err, 'WRONGTYPE', 1, true) then
-    local aside = served .. ':unexpected:' .. now
-    table.insert(repairs, served .. ' was a ' .. redis.call('TYPE', served)['ok'] .. ', moved to ' .. aside)
-    redis.call('RENAME', served, aside)
+    move_aside(served, now)
   else
     local held = redis.call('HGET', served, host)
     redis.call('HDEL', served, host)
