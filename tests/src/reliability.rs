@@ -1,15 +1,15 @@
-//! Rows of the RELIABILITY.md fault table.
+//! Rows of the RELIABILITY.md fault table. The service tests (web-fe/tests/service) use
+//! this same file through `#[path]`: both crates sit one folder below the repository root.
 
 use std::io::Write;
-
-use crate::runner::repo_root;
+use std::path::Path;
 
 /// Records one row of the RELIABILITY.md fault table (cells separated by ` | `): printed,
 /// and appended to `target/reliability.md`, where a whole run's rows can be collected.
 pub fn reliability_row(cells: &str) {
     let row = format!("| {cells} |");
     println!("RELIABILITY {row}");
-    let dir = repo_root().join("target");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let _ = std::fs::create_dir_all(&dir);
     let appended = std::fs::OpenOptions::new()
         .create(true)

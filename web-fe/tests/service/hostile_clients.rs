@@ -6,9 +6,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::reliability::reliability_row;
 use crate::support::{
-    Redis, WebFe, client, exchange, open_fds, raw_request, reliability_row, rss_kib, run_to_exit,
-    text,
+    Redis, WebFe, client, exchange, open_fds, raw_request, rss_kib, run_to_exit, text,
 };
 
 /// Sends `bytes`, which never finish a request: the reply and how long the server kept the

@@ -500,19 +500,3 @@ fn pump(mut from: TcpStream, mut to: TcpStream, fail: Option<Arc<std::sync::atom
         let _ = to.shutdown(std::net::Shutdown::Both);
     });
 }
-
-/// Records one row of the RELIABILITY.md table (cells separated by ` | `): printed, and
-/// appended to `target/reliability.md` with the end-to-end tests' rows.
-pub fn reliability_row(cells: &str) {
-    let row = format!("| {cells} |");
-    println!("RELIABILITY {row}");
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/reliability.md");
-    let appended = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)
-        .and_then(|mut f| writeln!(f, "{row}"));
-    if let Err(e) = appended {
-        eprintln!("could not record the reliability row: {e}");
-    }
-}
