@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use e2e::browser::{Balancer, Browser, is_png};
-use e2e::{Compose, PORT, build_web_fe_image, docker_ok, exclusive, http_get, wait_for};
+use e2e::{Cleanup, Compose, PORT, build_web_fe_image, docker_ok, exclusive, http_get, wait_for};
 
 fn count(browser: &Browser) -> u64 {
     let text = browser.text("#count").expect("the count is on the page");
@@ -48,6 +48,18 @@ fn replicas(compose: &Compose) -> Vec<Replica> {
             }
         })
         .collect()
+}
+
+/// A compose project of `n` web-fe replicas, each ready on its own loopback port; the
+/// project is removed when the returned guard drops.
+fn scaled_project(tag: &str, n: usize) -> (Compose, Cleanup, Vec<Replica>) {
+    build_web_fe_image();
+    let compose = Compose::v2(tag).with_override("scaled.yml");
+    let cleanup = compose.cleanup();
+    compose.run(&["up", "-d", "--scale", &format!("web-fe={n}")]);
+    let started = replicas(&compose);
+    assert_eq!(started.len(), n, "replicas of {tag}");
+    (compose, cleanup, started)
 }
 
 fn ready(port: u16) {
@@ -172,12 +184,7 @@ fn compose_page_counts_names_its_replica_and_explains_an_outage() {
 #[test]
 fn reloads_reach_other_replicas_and_the_panel_shows_them() {
     let _lock = exclusive();
-    build_web_fe_image();
-    let compose = Compose::v2("replicas").with_override("scaled.yml");
-    let _cleanup = compose.cleanup();
-    compose.run(&["up", "-d", "--scale", "web-fe=3"]);
-    let started = replicas(&compose);
-    assert_eq!(started.len(), 3);
+    let (_compose, _cleanup, started) = scaled_project("replicas", 3);
     let replicas: BTreeSet<String> = started.iter().map(|r| r.hostname.clone()).collect();
     let ports = started.iter().map(|r| r.port).collect();
     let balancer = Balancer::start(ports);
@@ -226,11 +233,7 @@ fn reloads_reach_other_replicas_and_the_panel_shows_them() {
 #[test]
 fn the_board_follows_replicas_coming_and_going_without_a_reload() {
     let _lock = exclusive();
-    build_web_fe_image();
-    let compose = Compose::v2("board").with_override("scaled.yml");
-    let _cleanup = compose.cleanup();
-    compose.run(&["up", "-d", "--scale", "web-fe=2"]);
-    let first = replicas(&compose);
+    let (compose, _cleanup, first) = scaled_project("board", 2);
     let first_hosts: BTreeSet<String> = first.iter().map(|r| r.hostname.clone()).collect();
     let balancer = Balancer::start(first.iter().map(|r| r.port).collect());
     let browser = Browser::start();
