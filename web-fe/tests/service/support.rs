@@ -166,8 +166,9 @@ impl Redis {
             Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
             None => self.url(),
         };
-        let mut connection =
-            redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))?;
+        let patience = Duration::from_secs(2);
+        let mut connection = redis::Client::open(url)?.get_connection_with_timeout(patience)?;
+        connection.set_read_timeout(Some(patience))?;
         let mut command = redis::cmd(args[0].as_ref());
         for arg in &args[1..] {
             command.arg(arg.as_ref());
