@@ -10,6 +10,8 @@ Starts a private redis-server and the release web-fe on free loopback ports, the
     off, as ratios of those
     ceilings against the targets: / with a new connection per request at least 0.8x nginx
     without keep-alive, /api with keep-alive at least 0.5x redis-benchmark INCR
+  * for each wrk run, the whole machine's CPU time per request (/proc/stat), and Redis's
+    own time per visit script (INFO commandstats): where a counted view's cost goes
   * loaded (peak) RSS of web-fe
   * the cost of Redis persistence: /api with keep-alive against Redis without persistence,
     with the append-only file synced every second (compose and stack default) and on
@@ -156,21 +158,46 @@ def redis_benchmark(port, requests):
     return float(fields[1]), float(fields[6])  # rps, p99 ms
 
 
+def cpu_busy_seconds():
+    """CPU time spent on this machine so far, all cores, all processes (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port, path, seconds, close):
     cmd = ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{seconds}s", "--latency",
            "--timeout", "5s"]
     if close:
         cmd += ["-H", "Connection: close"]
+    busy = cpu_busy_seconds()
     out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    busy = cpu_busy_seconds() - busy
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     p99 = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p99_ms": float(p99.group(1)) * scale,
+            # The whole machine's CPU per request: load tool, server and Redis together.
+            "cpu_us": busy * 1e6 / requests,
             "non2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": socket_errors.group(1) if socket_errors else "none"}
+
+
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
+                          text=True, timeout=10, check=True).stdout
+
+
+def script_us_per_call(port):
+    """Redis's own time per script call since the last CONFIG RESETSTAT (INFO commandstats)."""
+    stats = redis_cli(port, "INFO", "commandstats")
+    found = re.search(r"cmdstat_evalsha:calls=\d+,usec=\d+,usec_per_call=([\d.]+)", stats)
+    return float(found.group(1)) if found else None
 
 
 def main():
@@ -199,7 +226,10 @@ def main():
                 idle = rss_kib(web.pid)
                 # /healthz answers without Redis: the HTTP part of a view's cost alone.
                 for path in ("/api", "/", "/healthz"):
+                    redis_cli(redis_port, "CONFIG", "RESETSTAT")
                     r = wrk(port, path, args.seconds, close=(keep_alive == "off"))
+                    # /healthz counts nothing; the heartbeat's script is not a view's cost.
+                    r["redis_us"] = script_us_per_call(redis_port) if path != "/healthz" else None
                     results.append((path, keep_alive, r))
                 loaded = rss_kib(web.pid, "VmHWM")
             finally:
@@ -219,17 +249,20 @@ def main():
     print(f"redis-benchmark -t incr -c {CONNECTIONS}: {incr_rps:,.0f} req/s, p99 {incr_p99:.2f} ms")
     for k in ("off", "on"):
         print(f"nginx-light fixed 200, keep-alive {k}: {nginx[k]['rps']:,.0f} req/s, "
-              f"p99 {nginx[k]['p99_ms']:.2f} ms")
+              f"p99 {nginx[k]['p99_ms']:.2f} ms, CPU {nginx[k]['cpu_us']:.0f} us/request")
+    # CPU: the whole machine's busy time per request; Redis: its time per visit script.
     print(f"{'route':8} {'keep-alive':10} {'req/s':>10} {'p99 ms':>8} {'vs INCR':>8} "
-          f"{'vs nginx':>8} {'errors':>8}")
+          f"{'vs nginx':>8} {'CPU us':>7} {'Redis us':>8} {'errors':>7}")
     rates = {}
     for path, keep_alive, r in results:
         if path == "memory":
             continue
         rates[(path, keep_alive)] = r["rps"]
+        redis_us = "-" if r["redis_us"] is None else f"{r['redis_us']:.1f}"
         print(f"{path:8} {keep_alive:10} {r['rps']:>10,.0f} {r['p99_ms']:>8.2f} "
               f"{r['rps'] / incr_rps:>8.2f} {r['rps'] / nginx[keep_alive]['rps']:>8.2f} "
-              f"{r['non2xx']:>8}  socket errors: {r['socket_errors']}")
+              f"{r['cpu_us']:>7.0f} {redis_us:>8} {r['non2xx']:>7}  "
+              f"socket errors: {r['socket_errors']}")
     targets = [
         ("/ keep-alive off vs nginx keep-alive off", rates[("/", "off")] / nginx["off"]["rps"], 0.8),
         ("/api keep-alive on vs redis-benchmark INCR", rates[("/api", "on")] / incr_rps, 0.5),
@@ -237,6 +270,12 @@ def main():
     for name, ratio, target in targets:
         verdict = "met" if ratio >= target else "NOT met"
         print(f"target: {name}: {ratio:.2f} (at least {target}): {verdict}")
+    # With every core busy, throughput follows CPU per request: the budget behind 0.8x.
+    cpu_us = {path: r["cpu_us"] for path, keep_alive, r in results
+              if keep_alive == "off" and path != "memory"}
+    print(f"CPU per request, keep-alive off: nginx {nginx['off']['cpu_us']:.0f} us, "
+          f"/healthz {cpu_us['/healthz']:.0f} us, / {cpu_us['/']:.0f} us; 0.8x nginx allows "
+          f"about {nginx['off']['cpu_us'] / 0.8:.0f} us")
     for path, keep_alive, r in results:
         if path == "memory":
             print(f"web-fe (keep-alive {keep_alive}): ready in {r['ready_ms']:.1f} ms, "
