@@ -39,10 +39,11 @@ async fn a_reply_lost_then_a_refused_connection_still_says_maybe_counted() {
         200
     );
     // Redis runs the next view, its reply is lost, then every reconnect is refused.
-    proxy.fail_next_reply();
+    proxy.fail_next_visit_reply();
     let response = http.get(web.url("/api")).send().await.unwrap();
     assert_eq!(response.status(), 503);
     let json: Value = response.json().await.unwrap();
+    assert_eq!(proxy.lost(), 1);
     assert_eq!(redis.hits(), 2, "Redis counted the second view");
     assert!(
         json["detail"]
@@ -51,6 +52,28 @@ async fn a_reply_lost_then_a_refused_connection_still_says_maybe_counted() {
             .ends_with("This view may have been counted."),
         "a counted view was called uncounted: {json}"
     );
+}
+
+#[tokio::test]
+async fn a_lost_reply_is_asked_again_and_the_view_counted_once() {
+    let redis = Redis::start();
+    let proxy = FlakyProxy::start(redis.port);
+    let web = WebFe::start(&proxy.url(), &[("WORKERS", "1")]);
+    let http = client();
+    let first = get_json(&http, &web.url("/api")).await;
+    // Redis counts the next view but its reply is lost with the connection, so web-fe
+    // cannot tell whether it counted: it asks again with the same visit key.
+    proxy.lose_next_visit_reply();
+    let response = http.get(web.url("/api")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "the retry answers");
+    let second: Value = response.json().await.unwrap();
+    assert_eq!(proxy.lost(), 1, "a reply was lost");
+    assert_eq!(redis.hits(), 2, "counted once, not once per attempt");
+    assert_eq!(
+        second["count"], 2,
+        "the first attempt's count: {first} then {second}"
+    );
+    assert_eq!(second["served"], 2);
 }
 
 #[tokio::test]

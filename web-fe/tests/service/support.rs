@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -415,45 +416,44 @@ pub fn open_fds(pid: u32) -> usize {
         .count()
 }
 
-/// A TCP proxy in front of a real Redis that can be told to fail the way a crash mid-call
-/// does: Redis runs the next command, its reply is swallowed and the connection closed;
-/// from then on the proxy refuses connections.
+/// A TCP proxy in front of a real Redis that fails the way a crash mid-call does: Redis
+/// runs the next visit, and its reply is lost with the connection. Other calls (the
+/// heartbeat's) pass untouched.
 pub struct FlakyProxy {
     pub port: u16,
-    fail: Arc<std::sync::atomic::AtomicBool>,
+    state: Arc<ProxyState>,
     accept: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// The next visit's reply is to be lost.
+    lose_next_visit: AtomicBool,
+    /// No more connections are accepted.
+    refusing: AtomicBool,
+    /// Replies lost so far.
+    lost: AtomicUsize,
 }
 
 impl FlakyProxy {
     pub fn start(redis_port: u16) -> Self {
-        use std::sync::atomic::{AtomicBool, Ordering};
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let fail = Arc::new(AtomicBool::new(false));
-        let failing = Arc::clone(&fail);
+        let state = Arc::new(ProxyState::default());
+        let shared = Arc::clone(&state);
         let accept = std::thread::spawn(move || {
-            // Once failing, the listener is dropped: connections are refused.
-            while !failing.load(Ordering::SeqCst) {
+            // Once refusing, the listener is dropped: connections are refused.
+            while !shared.refusing.load(Ordering::SeqCst) {
                 match listener.accept() {
-                    Ok((client, _)) => {
-                        client.set_nonblocking(false).unwrap();
-                        let upstream = TcpStream::connect(("127.0.0.1", redis_port))
-                            .expect("redis answers behind the proxy");
-                        pump(
-                            client.try_clone().unwrap(),
-                            upstream.try_clone().unwrap(),
-                            None,
-                        );
-                        pump(upstream, client, Some(Arc::clone(&failing)));
-                    }
+                    Ok((client, _)) => relay(client, redis_port, &shared),
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
             }
         });
         Self {
             port,
-            fail,
+            state,
             accept: Some(accept),
         }
     }
@@ -462,24 +462,58 @@ impl FlakyProxy {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// The next reply from Redis is dropped with its connection; then nothing connects.
-    pub fn fail_next_reply(&self) {
-        self.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    /// Redis runs the next visit; its reply is dropped with its connection.
+    pub fn lose_next_visit_reply(&self) {
+        self.state.lose_next_visit.store(true, Ordering::SeqCst);
+    }
+
+    /// As [`Self::lose_next_visit_reply`], and from now on nothing connects.
+    pub fn fail_next_visit_reply(&self) {
+        self.lose_next_visit_reply();
+        self.state.refusing.store(true, Ordering::SeqCst);
+    }
+
+    /// Replies lost so far.
+    pub fn lost(&self) -> usize {
+        self.state.lost.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for FlakyProxy {
     fn drop(&mut self) {
-        self.fail_next_reply();
+        self.state.refusing.store(true, Ordering::SeqCst);
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
     }
 }
 
-/// Copies `from` into `to` on a thread. With `fail` set when bytes arrive, both sockets
-/// are closed instead, the bytes unsent.
-fn pump(mut from: TcpStream, mut to: TcpStream, fail: Option<Arc<std::sync::atomic::AtomicBool>>) {
+/// Relays one client connection to Redis. A call that carries a visit key while a loss is
+/// armed dooms its connection: Redis runs it, and the reply is dropped with both sockets.
+fn relay(client: TcpStream, redis_port: u16, state: &Arc<ProxyState>) {
+    client.set_nonblocking(false).unwrap();
+    let upstream =
+        TcpStream::connect(("127.0.0.1", redis_port)).expect("redis answers behind the proxy");
+    let doomed = Arc::new(AtomicBool::new(false));
+    let (state, dooming) = (Arc::clone(state), Arc::clone(&doomed));
+    pump(
+        client.try_clone().unwrap(),
+        upstream.try_clone().unwrap(),
+        move |call| {
+            let is_visit = call.windows(6).any(|w| w == b"visit:");
+            if is_visit && state.lose_next_visit.swap(false, Ordering::SeqCst) {
+                state.lost.fetch_add(1, Ordering::SeqCst);
+                dooming.store(true, Ordering::SeqCst);
+            }
+            true
+        },
+    );
+    pump(upstream, client, move |_| !doomed.load(Ordering::SeqCst));
+}
+
+/// Copies `from` into `to` on a thread while `pass` accepts each chunk; when it does not,
+/// both sockets are closed instead, the chunk unsent.
+fn pump(mut from: TcpStream, mut to: TcpStream, pass: impl Fn(&[u8]) -> bool + Send + 'static) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -487,13 +521,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, fail: Option<Arc<std::sync::atom
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if fail
-                .as_ref()
-                .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
-            {
-                break;
-            }
-            if to.write_all(&buf[..n]).is_err() {
+            if !pass(&buf[..n]) || to.write_all(&buf[..n]).is_err() {
                 break;
             }
         }
