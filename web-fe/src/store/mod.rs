@@ -134,9 +134,9 @@ impl Store {
         );
         let started = tokio::time::Instant::now();
         let mut deadline = started + self.timeout;
-        let mut maybe_counted = false;
+        let (mut maybe_counted, mut retry) = (false, false);
         loop {
-            let attempt = self.visit_once(&key, replica, now_ms);
+            let attempt = self.visit_once(&key, replica, now_ms, retry);
             let failure = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(visit)) => return Ok(visit),
                 Ok(Err(failure)) => failure,
@@ -159,6 +159,7 @@ impl Store {
                 return Err(error);
             }
             tracing::debug!(error = %failure.error, "retrying the visit on a new connection");
+            retry = true;
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
@@ -168,6 +169,7 @@ impl Store {
         key: &str,
         replica: &str,
         now_ms: u64,
+        retry: bool,
     ) -> Result<Visit, FailedAttempt> {
         let mut conn = self.connection().await?;
         // The key must outlive every retry of its visit.
@@ -180,6 +182,7 @@ impl Store {
             .arg(replica)
             .arg(key_ttl_ms.to_string())
             .arg(now_ms)
+            .arg(if retry { "retry" } else { "first" })
             .invoke_async(&mut conn)
             .await
             .map_err(|e| FailedAttempt {

@@ -1,14 +1,14 @@
 -- Counts one view exactly once, and the views this replica served.
 --
 -- KEYS: hits, served (hash host -> views), visit (this view's key)
--- ARGV: host, visit_ttl_ms, now_ms
+-- ARGV: host, visit_ttl_ms, now_ms, attempt ('first' or 'retry')
 --
 -- The work is the same whatever the number of replicas: the board is read by the heartbeat
 -- (presence.lua), not here. Data that web-fe did not write in the shape it expects never
 -- stops counting: a foreign value in `served` is moved aside or reset (and reported, to be
 -- logged), and a `hits` that is not a whole number is refused before anything is written.
 local hits, served, visit = KEYS[1], KEYS[2], KEYS[3]
-local host, ttl, now = ARGV[1], ARGV[2], ARGV[3]
+local host, ttl, now, retry = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == 'retry'
 
 -- A call through pcall: the Redis error, if any, instead of aborting the script. Shapes are
 -- checked only when a write fails, so the common path pays nothing for them.
@@ -24,8 +24,9 @@ local function describe(key)
   return 'holds ' .. string.format('%q', string.sub(redis.call('GET', key), 1, 40))
 end
 
--- A retry of a view already counted gets the first call's answer.
-local count = redis.call('GET', visit)
+-- A retry of a view already counted gets the first call's answer. A first attempt skips
+-- the lookup: its visit key is new (numbered within this process).
+local count = retry and redis.call('GET', visit)
 if count and whole(count) then
   local mine = redis.call('HGET', served, host)
   return {tonumber(count), whole(mine) and tonumber(mine) or 0, repairs}
