@@ -311,10 +311,8 @@ def history_run(seconds, data_dir):
     redis = start_redis(redis_port, [], data_dir)
     try:
         now_ms = str(int(time.time() * 1000))
-        subprocess.run(["redis-cli", "-p", str(redis_port), "EVAL", SEED_HISTORY, "3",
-                        "replicas:heartbeat", "replicas:presence", "replicas:served", now_ms,
-                        str(HISTORY)],
-                       check=True, capture_output=True)
+        redis_cli(redis_port, "EVAL", SEED_HISTORY, "3", "replicas:heartbeat",
+                  "replicas:presence", "replicas:served", now_ms, str(HISTORY))
         web, _ = start_web(port, redis_port, "on")
         try:
             wait_for_board(port)
