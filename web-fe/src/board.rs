@@ -10,7 +10,7 @@ use actix_web::web::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::replica::Colour;
-use crate::store::{Roll, RollEntry};
+use crate::store::{Copy, Roll, RollEntry};
 
 /// What a replica says about itself in each heartbeat (stored as JSON in Redis).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +115,8 @@ pub struct Board {
     pub not_shown: u64,
     /// Set when this replica's last heartbeat failed: the rest is as last read.
     pub redis_trouble: Option<String>,
+    /// The Redis copies as the master saw them: the master first, then its replicas.
+    pub redis_copies: Vec<Copy>,
 }
 
 impl Board {
@@ -128,6 +130,7 @@ impl Board {
             nodes: Vec::new(),
             not_shown: 0,
             redis_trouble: None,
+            redis_copies: Vec::new(),
         }
     }
 
@@ -147,6 +150,7 @@ impl Board {
             nodes: group_by_node(members),
             not_shown: roll.known.saturating_sub(listed),
             redis_trouble: None,
+            redis_copies: roll.copies,
         };
         board.live = board.members().filter(|m| m.state.is_live()).count();
         board
@@ -281,6 +285,7 @@ mod tests {
             ],
             known: 5,
             hits: Some(7),
+            copies: Vec::new(),
         };
         let board = Board::from_roll("a", roll, Duration::from_secs(3));
         let layout: Vec<(Option<&str>, Vec<&str>)> = board
@@ -315,6 +320,7 @@ mod tests {
             ],
             known: 5,
             hits: None,
+            copies: Vec::new(),
         };
         let board = Board::from_roll("fresh", roll, Duration::from_secs(3));
         let states: Vec<Shown> = board.members().map(|m| m.state).collect();

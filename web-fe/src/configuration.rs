@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use deadpool_redis::redis::{self, ConnectionInfo, IntoConnectionInfo};
+use redis::{ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
 /// Counts page views in Redis and shows which replica served each one.
 #[derive(Debug, Parser)]
@@ -98,16 +98,70 @@ pub struct RedisSettings {
         value_name = "REDIS_PASSWORD_FILE"
     )]
     password_file: Option<PathBuf>,
+    /// Sentinels that name the master, as host:port,host:port (when set, REDIS_URL only
+    /// gives the database and user); a failover is followed by asking them again.
+    #[arg(
+        long = "redis-sentinels",
+        env = "REDIS_SENTINELS",
+        value_name = "REDIS_SENTINELS",
+        value_parser = sentinel_list
+    )]
+    sentinels: Option<SentinelList>,
+    /// The name the Sentinels monitor the master under.
+    #[arg(
+        long = "redis-master-name",
+        env = "REDIS_MASTER_NAME",
+        value_name = "REDIS_MASTER_NAME",
+        default_value = "counter"
+    )]
+    master_name: String,
+    /// How long a view waits for a replica to hold it too (WAIT) before it is answered on
+    /// the master's copy alone, 10ms-10s; only where the master has replicas.
+    #[arg(long = "redis-replica-wait", env = "REDIS_REPLICA_WAIT", value_name = "REDIS_REPLICA_WAIT", default_value = "250ms", value_parser = duration_in(ms(10)..=secs(10)))]
+    pub replica_wait: Duration,
     /// How long a request may wait for Redis before it gets a 503, 10ms-1m.
     #[arg(long = "redis-timeout", env = "REDIS_TIMEOUT", value_name = "REDIS_TIMEOUT", default_value = "500ms", value_parser = duration_in(ms(10)..=secs(60)))]
     pub timeout: Duration,
     /// How long a view whose connection broke mid-call keeps trying, 0-1m.
     #[arg(long = "redis-restart-grace", env = "REDIS_RESTART_GRACE", value_name = "REDIS_RESTART_GRACE", default_value = "3s", value_parser = duration_in(ZERO..=secs(60)))]
     pub restart_grace: Duration,
-    /// Where to connect, with the password: set by [`Settings::from_env`].
+    /// Where to connect, with the password: set by [`Cli::from_env`].
     #[arg(skip)]
-    info: Option<ConnectionInfo>,
+    target: Option<RedisTarget>,
 }
+
+/// Where the counting Redis is.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// One address (`REDIS_URL`).
+    Direct(ConnectionInfo),
+    /// The master the Sentinels name; `redis` holds the password and database for it.
+    Sentinels {
+        sentinels: Vec<ConnectionInfo>,
+        master: String,
+        redis: RedisConnectionInfo,
+    },
+}
+
+impl fmt::Display for RedisTarget {
+    /// For the start-up log: addresses only, never the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Direct(info) => write!(f, "{}", info.addr()),
+            Self::Sentinels {
+                sentinels, master, ..
+            } => {
+                write!(f, "the master {master:?} named by the Sentinels at ")?;
+                let addrs: Vec<_> = sentinels.iter().map(|s| s.addr().to_string()).collect();
+                f.write_str(&addrs.join(", "))
+            }
+        }
+    }
+}
+
+/// `REDIS_SENTINELS` as given: host and port of each.
+#[derive(Debug, Clone)]
+pub struct SentinelList(Vec<(String, u16)>);
 
 #[derive(Debug, Clone, Args)]
 pub struct ReplicaSettings {
@@ -201,9 +255,9 @@ impl Cli {
 }
 
 impl RedisSettings {
-    /// The connection to open, password included.
-    pub fn info(&self) -> &ConnectionInfo {
-        self.info
+    /// Where to connect, password included.
+    pub fn target(&self) -> &RedisTarget {
+        self.target
             .as_ref()
             .expect("Cli::from_env resolves the Redis settings before anything runs")
     }
@@ -219,7 +273,34 @@ impl RedisSettings {
             let auth = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(auth);
         }
-        self.info = Some(info);
+        self.target = Some(match &self.sentinels {
+            None => RedisTarget::Direct(info),
+            Some(SentinelList(hosts)) => {
+                // The Sentinels take the same password as the copies they watch.
+                let auth = match info.redis_settings().password() {
+                    Some(password) => RedisConnectionInfo::default().set_password(password),
+                    None => RedisConnectionInfo::default(),
+                };
+                let sentinels = hosts
+                    .iter()
+                    .map(|(host, port)| {
+                        (host.as_str(), *port)
+                            .into_connection_info()
+                            .map(|i| i.set_redis_settings(auth.clone()))
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| ConfigError {
+                        var: "REDIS_SENTINELS".into(),
+                        value: format!("{hosts:?}"),
+                        expected: e.to_string(),
+                    })?;
+                RedisTarget::Sentinels {
+                    sentinels,
+                    master: self.master_name.clone(),
+                    redis: info.redis_settings().clone(),
+                }
+            }
+        });
         Ok(())
     }
 }
@@ -299,6 +380,30 @@ fn parse_redis_url(url: &str) -> Result<ConnectionInfo, String> {
     redis::Client::open(info.clone())
         .map_err(|_| "a redis:// or unix:// URL (TLS is not built in)".to_owned())?;
     Ok(info)
+}
+
+/// `host:port,host:port`: at least one, each with its port.
+fn sentinel_list(text: &str) -> Result<SentinelList, String> {
+    let expected =
+        || "Sentinels as host:port, comma-separated, such as sentinel-1:26379".to_owned();
+    text.split(',')
+        .map(|entry| {
+            let (host, port) = entry.trim().rsplit_once(':').ok_or_else(expected)?;
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(expected)?;
+            let host_ok = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            host_ok
+                .then(|| (host.to_owned(), port))
+                .ok_or_else(expected)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(SentinelList)
 }
 
 /// Docker secrets arrive as files; the password never sits in the environment.
@@ -395,7 +500,10 @@ mod tests {
         assert_eq!(s.server.port, 8080);
         assert_eq!(s.server.host.to_string(), "0.0.0.0");
         assert_eq!(s.server.health_port, 8081);
-        assert_eq!(s.redis.info().addr().to_string(), "redis:6379");
+        let RedisTarget::Direct(info) = s.redis.target() else {
+            panic!("no REDIS_SENTINELS means one address");
+        };
+        assert_eq!(info.addr().to_string(), "redis:6379");
         assert_eq!(s.redis.timeout, ms(500));
         assert_eq!(s.redis.restart_grace, secs(3));
         assert_eq!(s.server.keep_alive, KeepAlive(None));
@@ -438,6 +546,10 @@ mod tests {
             ("--max-connections", "MAX_CONNECTIONS", "8"),
             ("--health-port", "HEALTH_PORT", "0"),
             ("--redis-url", "REDIS_URL", "http://redis"),
+            ("--redis-sentinels", "REDIS_SENTINELS", "sentinel-1"),
+            ("--redis-sentinels", "REDIS_SENTINELS", "a:26379,b:0"),
+            ("--redis-sentinels", "REDIS_SENTINELS", ""),
+            ("--redis-replica-wait", "REDIS_REPLICA_WAIT", "11s"),
             ("--redis-url", "REDIS_URL", "rediss://redis:6379"),
             (
                 "--redis-password-file",
@@ -498,6 +610,39 @@ mod tests {
     }
 
     #[test]
+    fn sentinels_carry_the_password_and_the_master_name() {
+        let path = std::env::temp_dir().join(format!("web-fe-sentinel-{}", std::process::id()));
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let s = parse(&[
+            "--redis-password-file",
+            path.to_str().unwrap(),
+            "--redis-sentinels",
+            "sentinel-1:26379, sentinel-2:26380",
+            "--redis-master-name",
+            "count",
+        ])
+        .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let RedisTarget::Sentinels {
+            sentinels,
+            master,
+            redis,
+        } = s.redis.target()
+        else {
+            panic!("REDIS_SENTINELS was set");
+        };
+        let addrs: Vec<_> = sentinels.iter().map(|i| i.addr().to_string()).collect();
+        assert_eq!(addrs, ["sentinel-1:26379", "sentinel-2:26380"]);
+        assert!(
+            sentinels
+                .iter()
+                .all(|i| i.redis_settings().password() == Some("s3cret"))
+        );
+        assert_eq!(master, "count");
+        assert_eq!(redis.password(), Some("s3cret"));
+    }
+
+    #[test]
     fn range_bounds_are_written_as_settings_are() {
         assert_eq!(show(ms(500)), "500ms");
         assert_eq!(show(secs(5)), "5s");
@@ -511,6 +656,9 @@ mod tests {
         std::fs::write(&path, "s3cret\n").unwrap();
         let s = parse(&["--redis-password-file", path.to_str().unwrap()]).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(s.redis.info().redis_settings().password(), Some("s3cret"));
+        let RedisTarget::Direct(info) = s.redis.target() else {
+            panic!("no REDIS_SENTINELS means one address");
+        };
+        assert_eq!(info.redis_settings().password(), Some("s3cret"));
     }
 }

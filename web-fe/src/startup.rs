@@ -21,7 +21,7 @@ use crate::presence::Presence;
 use crate::replica::Replica;
 use crate::routes;
 use crate::state::AppState;
-use crate::store::{PresenceStore, Store};
+use crate::store::{PresenceStore, Replication, Store};
 use crate::telemetry::observe_request;
 
 pub struct Application {
@@ -54,8 +54,9 @@ impl Application {
             false,
         )));
         let state = Data::new(AppState::new(replica, net.keep_alive.0.is_some(), board));
+        let replication = Replication::default();
         let presence = Presence::new(
-            PresenceStore::new(&settings.redis),
+            PresenceStore::new(&settings.redis, replication.clone()),
             state.clone(),
             publish,
             &settings.replica,
@@ -65,7 +66,7 @@ impl Application {
         let server = HttpServer::new(move || {
             // One store per worker: a multiplexed connection's driver runs on the thread that
             // opened it, so sharing across workers would cost two thread wake-ups per call.
-            let store = Store::new(&redis, &hostname);
+            let store = Store::new(&redis, &hostname, replication.clone());
             App::new()
                 .app_data(app_state.clone())
                 .app_data(Data::new(store))
@@ -101,7 +102,7 @@ impl Application {
         tracing::info!(
             replica = %state.replica.hostname,
             address = %format!("{}:{port}", net.host),
-            redis = %settings.redis.info().addr(),
+            redis = %settings.redis.target(),
             version = build_info::VERSION,
             keep_alive = ?net.keep_alive.0,
             workers = net.workers,

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use deadpool_redis::redis::{ErrorKind, RedisError};
+use redis::{ErrorKind, RedisError};
 
 /// The kind of problem, in words fit for a public page: no address, no raw error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,25 +3,20 @@
 //! alive.
 
 mod error;
+mod link;
 mod presence;
 
-use std::cell::RefCell;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::{
-    self, AsyncConnectionConfig, ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisError,
-    ServerErrorKind,
-};
-use deadpool_redis::{Manager, Pool, PoolError};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 pub use error::{StoreError, Trouble};
-pub use presence::{PresenceStore, Roll, RollEntry};
+pub use presence::{Copy, PresenceStore, Roll, RollEntry};
 
 use crate::configuration::RedisSettings;
+use link::Link;
 
 const HITS: &str = "hits";
 const SERVED: &str = "replicas:served";
@@ -42,20 +37,30 @@ const RETRY_PAUSE: Duration = Duration::from_millis(25);
 /// Numbers visits within this process; with the hostname and start time it names each one.
 static VISITS: AtomicU64 = AtomicU64::new(0);
 
-/// One worker's way to Redis. Its requests share one multiplexed connection, taken from a
-/// pool that checks it with a PING; a PING per request would halve the throughput.
+/// How many replicas the master had at the heartbeat's last look: a view waits for one of
+/// them to hold it (`WAIT`) only where there is one.
+#[derive(Clone, Default)]
+pub struct Replication(Arc<AtomicU32>);
+
+impl Replication {
+    fn set(&self, replicas: u32) {
+        self.0.store(replicas, Ordering::Relaxed);
+    }
+
+    fn replicas(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One worker's way to Redis. Its requests share one multiplexed connection; a PING per
+/// request would halve the throughput.
 pub struct Store {
-    pool: Pool,
+    link: Link,
     timeout: Duration,
     /// How long a visit that may already be counted keeps retrying (see `record_visit`).
     restart_grace: Duration,
-    /// Shown in logs; never includes the password.
-    address: String,
-    /// The connection this worker's requests share, until it fails or Redis closes it.
-    shared: RefCell<Option<MultiplexedConnection>>,
-    /// Set by a connection of this pool when its socket closes (Redis stopped or restarted),
-    /// so the next request takes a checked connection instead of failing on a dead one.
-    dropped: Arc<AtomicBool>,
+    replica_wait: Duration,
+    replication: Replication,
     visit: redis::Script,
     ready: redis::Script,
     /// `visit:<hostname>:<start ms>:<pid>:`, to which each visit adds its number.
@@ -75,44 +80,15 @@ pub struct Visit {
 type VisitReply = (i64, u64, Vec<String>);
 
 impl Store {
-    /// Builds the pool; connections open lazily, so start-up never waits for Redis.
-    pub fn new(settings: &RedisSettings, hostname: &str) -> Self {
-        let (info, timeout) = (settings.info().clone(), settings.timeout);
-        let address = info.addr().to_string();
-        let dropped = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&dropped);
-        // A restarting Redis container drops packets for a while; short connect attempts
-        // leave room to retry within the budget.
-        let connect_timeout = (timeout / 4).max(Duration::from_millis(50)).min(timeout);
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(timeout))
-            .set_push_sender(move |push: PushInfo| {
-                if push.kind == PushKind::Disconnection {
-                    flag.store(true, Ordering::Relaxed);
-                }
-                Ok::<(), Infallible>(())
-            });
-        // Disconnect notices come as RESP3 pushes (Redis 6 and newer).
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let manager = Manager::new_with_config(info.set_redis_settings(resp3), config)
-            .expect("a ConnectionInfo always makes a client");
-        // One connection: after an outage, one reconnect is tried at a time, not one per request.
-        let pool = Pool::builder(manager)
-            .max_size(1)
-            .build()
-            .expect("no runtime-dependent timeouts are set");
+    /// Connections open lazily, so start-up never waits for Redis.
+    pub fn new(settings: &RedisSettings, hostname: &str, replication: Replication) -> Self {
         let started = crate::clock::unix_millis();
         Self {
-            pool,
-            timeout,
+            link: Link::new(settings.target().clone(), settings.timeout),
+            timeout: settings.timeout,
             restart_grace: settings.restart_grace,
-            address,
-            shared: RefCell::new(None),
-            dropped,
+            replica_wait: settings.replica_wait,
+            replication,
             visit: redis::Script::new(VISIT_SCRIPT),
             ready: redis::Script::new(READY_SCRIPT),
             visit_prefix: format!("visit:{hostname}:{started}:{}:", std::process::id()),
@@ -141,14 +117,14 @@ impl Store {
                 Ok(Ok(visit)) => return Ok(visit),
                 Ok(Err(failure)) => failure,
                 Err(_) => {
-                    self.shared.take();
+                    self.link.forget();
                     // The call may have been sent before the clock ran out.
-                    let mut error = StoreError::timed_out(&self.address, self.timeout);
+                    let mut error = StoreError::timed_out(&self.link.address(), self.timeout);
                     error.maybe_counted = true;
                     return Err(error);
                 }
             };
-            self.shared.take();
+            self.link.forget();
             maybe_counted |= failure.maybe_counted;
             if failure.broke_mid_call {
                 deadline = deadline.max(started + self.restart_grace);
@@ -171,7 +147,11 @@ impl Store {
         now_ms: u64,
         retry: bool,
     ) -> Result<Visit, FailedAttempt> {
-        let mut conn = self.connection().await?;
+        let mut conn = self
+            .link
+            .connection()
+            .await
+            .map_err(|e| self.attempt_failed(&e))?;
         // The key must outlive every retry of its visit.
         let key_ttl_ms = (self.timeout + self.restart_grace).as_millis() + 1000;
         let reply: VisitReply = self
@@ -196,63 +176,62 @@ impl Store {
             })?;
         let (count, served, repairs) = reply;
         log_repairs(repairs);
+        self.wait_for_a_replica(&mut conn).await;
         Ok(Visit { count, served })
+    }
+
+    /// Where the master has replicas, the view is answered once one of them holds it too,
+    /// so it survives the master's machine. A replica that does not confirm in time leaves
+    /// the view on the master's copy alone: it is answered all the same, and logged.
+    async fn wait_for_a_replica(&self, conn: &mut redis::aio::MultiplexedConnection) {
+        if self.replication.replicas() == 0 {
+            return;
+        }
+        let wait_ms = u64::try_from(self.replica_wait.as_millis()).unwrap_or(u64::MAX);
+        let acked: Result<u32, _> = redis::cmd("WAIT")
+            .arg(1)
+            .arg(wait_ms)
+            .query_async(conn)
+            .await;
+        match acked {
+            Ok(0) => tracing::warn!(
+                wait = ?self.replica_wait,
+                "no replica confirmed the view in time: it is on the master's copy only"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "WAIT for a replica failed: the view is counted on the master")
+            }
+        }
     }
 
     /// Checks that Redis answers and that `hits` can be counted, for readiness.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
         let work = async {
-            let mut conn = self.connection().await.map_err(|a| a.error)?;
+            let mut conn = self.link.connection().await?;
             self.ready
                 .key(HITS)
                 .invoke_async::<String>(&mut conn)
                 .await
                 .map(drop)
-                .map_err(|e| StoreError::from_redis(&self.address, &e))
         };
-        let result = tokio::time::timeout(self.timeout, work)
-            .await
-            .unwrap_or_else(|_| Err(StoreError::timed_out(&self.address, self.timeout)));
-        // After any failure the next request takes a checked connection.
-        if result.is_err() {
-            self.shared.take();
-        }
-        result
-    }
-
-    /// The shared connection, or a fresh one from the pool (checked with a PING) when there
-    /// is none yet or Redis closed the last one. Requests pipeline over it concurrently.
-    async fn connection(&self) -> Result<MultiplexedConnection, FailedAttempt> {
-        if self.dropped.swap(false, Ordering::Relaxed) {
-            self.shared.take();
-        }
-        if let Some(conn) = self.shared.borrow().as_ref() {
-            return Ok(conn.clone());
-        }
-        let pooled = self.pool.get().await.map_err(|e| self.pool_failed(e))?;
-        let conn = MultiplexedConnection::clone(&pooled);
-        self.shared.replace(Some(conn.clone()));
-        Ok(conn)
+        let result = tokio::time::timeout(self.timeout, work).await;
+        // After any failure the next request opens a new connection.
+        let result = match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => StoreError::from_redis(&self.link.address(), &e),
+            Err(_) => StoreError::timed_out(&self.link.address(), self.timeout),
+        };
+        self.link.forget();
+        Err(result)
     }
 
     fn attempt_failed(&self, error: &RedisError) -> FailedAttempt {
         FailedAttempt {
-            error: StoreError::from_redis(&self.address, error),
+            error: StoreError::from_redis(&self.link.address(), error),
             retryable: is_retryable(error),
             maybe_counted: false,
             broke_mid_call: false,
-        }
-    }
-
-    fn pool_failed(&self, error: PoolError) -> FailedAttempt {
-        match error {
-            PoolError::Backend(e) => self.attempt_failed(&e),
-            other => FailedAttempt {
-                error: StoreError::new(Trouble::Unreachable, &self.address, other),
-                retryable: false,
-                maybe_counted: false,
-                broke_mid_call: false,
-            },
         }
     }
 }
@@ -275,7 +254,16 @@ fn log_repairs(repairs: Vec<String>) {
     }
 }
 
-/// Connection trouble and a Redis still loading its data may pass; a wrong password will not.
+/// Connection trouble, a Redis still loading its data, and a master that was demoted or
+/// lost its replicas (a failover under way) may pass; a wrong password will not.
 fn is_retryable(error: &RedisError) -> bool {
-    error.is_io_error() || error.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading)
+    error.is_io_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::ReadOnly
+                    | ServerErrorKind::MasterDown
+            )
+        )
 }

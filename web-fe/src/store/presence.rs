@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::{self, AsyncConnectionConfig};
+use redis::Value;
 
-use super::{BEATS, HITS, PRESENCE, SERVED, StoreError};
+use super::link::Link;
+use super::{BEATS, HITS, PRESENCE, Replication, SERVED, StoreError};
 use crate::configuration::RedisSettings;
 
 /// Reads back this many replicas at most, the most recently heard from: a beat's cost stays
@@ -17,12 +17,11 @@ const PRESENCE_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!(
 
 /// The heartbeat's own connection: one per replica, used once a second by one task.
 pub struct PresenceStore {
-    client: redis::Client,
-    config: AsyncConnectionConfig,
-    conn: Option<MultiplexedConnection>,
+    link: Link,
     script: redis::Script,
-    address: String,
     timeout: Duration,
+    /// What the beat learns of the master's replicas, for every worker's `WAIT`.
+    replication: Replication,
 }
 
 /// Every replica Redis heard from lately, as one beat read it.
@@ -36,6 +35,18 @@ pub struct Roll {
     pub known: u64,
     /// The count, when `hits` holds a number.
     pub hits: Option<i64>,
+    /// The Redis copies: the master first, then the replicas connected to it.
+    pub copies: Vec<Copy>,
+}
+
+/// One Redis copy as the master sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Copy {
+    /// Its address as it announces itself (`redis-2:6379` on the stack).
+    pub address: String,
+    pub master: bool,
+    /// Bytes of the master's stream this replica has not confirmed; 0 for the master.
+    pub behind: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -60,38 +71,32 @@ type PresenceReply = (
 );
 
 impl PresenceStore {
-    pub fn new(settings: &RedisSettings) -> Self {
-        let info = settings.info().clone();
-        let address = info.addr().to_string();
-        let timeout = settings.timeout;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
+    pub fn new(settings: &RedisSettings, replication: Replication) -> Self {
         Self {
-            client: redis::Client::open(info).expect("the URL was checked at start-up"),
-            config,
-            conn: None,
+            link: Link::new(settings.target().clone(), settings.timeout),
             script: redis::Script::new(PRESENCE_SCRIPT),
-            address,
-            timeout,
+            timeout: settings.timeout,
+            replication,
         }
     }
 
-    /// Stores `beat` for `hostname` and reads the board. After a failure the next call
-    /// opens a new connection.
+    /// Stores `beat` for `hostname` and reads the board and the copies. After a failure the
+    /// next call opens a new connection (to the master the Sentinels name, if any).
     pub async fn beat(
         &mut self,
         hostname: &str,
         beat: &str,
         forget_after: Duration,
     ) -> Result<Roll, StoreError> {
-        let result = tokio::time::timeout(self.timeout, self.call(hostname, beat, forget_after))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::timed_out(&self.address, self.timeout)));
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
+        let result =
+            tokio::time::timeout(self.timeout, self.call(hostname, beat, forget_after)).await;
+        let error = match result {
+            Ok(Ok(roll)) => return Ok(roll),
+            Ok(Err(e)) => StoreError::from_redis(&self.link.address(), &e),
+            Err(_) => StoreError::timed_out(&self.link.address(), self.timeout),
+        };
+        self.link.forget();
+        Err(error)
     }
 
     async fn call(
@@ -99,17 +104,8 @@ impl PresenceStore {
         hostname: &str,
         beat: &str,
         forget_after: Duration,
-    ) -> Result<Roll, StoreError> {
-        let error = |e: &redis::RedisError| StoreError::from_redis(&self.address, e);
-        if self.conn.is_none() {
-            let conn = self
-                .client
-                .get_multiplexed_async_connection_with_config(&self.config)
-                .await
-                .map_err(|e| error(&e))?;
-            self.conn = Some(conn);
-        }
-        let conn = self.conn.as_mut().expect("opened above");
+    ) -> Result<Roll, redis::RedisError> {
+        let mut conn = self.link.connection().await?;
         let reply: PresenceReply = self
             .script
             .key(PRESENCE)
@@ -120,9 +116,12 @@ impl PresenceStore {
             .arg(beat)
             .arg(u64::try_from(forget_after.as_millis()).unwrap_or(u64::MAX))
             .arg(BOARD_ROWS)
-            .invoke_async(conn)
-            .await
-            .map_err(|e| error(&e))?;
+            .invoke_async(&mut conn)
+            .await?;
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+        let copies = copies(&self.link.address(), &role);
+        self.replication
+            .set(u32::try_from(copies.len().saturating_sub(1)).unwrap_or(u32::MAX));
         let (now_ms, hosts, times, beats, served, known, hits, repairs) = reply;
         super::log_repairs(repairs);
         Ok(Roll {
@@ -130,8 +129,41 @@ impl PresenceStore {
             entries: entries(hosts, &times, beats, served),
             known,
             hits: hits.and_then(|h| h.parse().ok()),
+            copies,
         })
     }
+}
+
+/// The copies from the master's `ROLE` reply: `master`, its offset, and per replica its
+/// address, port and confirmed offset. Anything else (a replica's reply) lists none.
+fn copies(master: &str, role: &[Value]) -> Vec<Copy> {
+    let text = |v: &Value| redis::from_redis_value_ref::<String>(v).ok();
+    let number = |v: &Value| redis::from_redis_value_ref::<u64>(v).ok();
+    let (Some("master"), Some(offset), Some(Value::Array(replicas))) = (
+        role.first().and_then(text).as_deref(),
+        role.get(1).and_then(number),
+        role.get(2),
+    ) else {
+        return Vec::new();
+    };
+    let mut copies = vec![Copy {
+        address: master.to_owned(),
+        master: true,
+        behind: 0,
+    }];
+    copies.extend(replicas.iter().filter_map(|replica| {
+        let Value::Array(fields) = replica else {
+            return None;
+        };
+        let (host, port) = (text(fields.first()?)?, text(fields.get(1)?)?);
+        let confirmed = fields.get(2).and_then(text)?.parse::<u64>().ok()?;
+        Some(Copy {
+            address: format!("{host}:{port}"),
+            master: false,
+            behind: offset.saturating_sub(confirmed),
+        })
+    }));
+    copies
 }
 
 /// Zips the script's parallel lists, in the order given (most recent first).
@@ -162,6 +194,33 @@ fn entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_list_the_master_then_its_replicas_with_their_lag() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let role = [
+            bulk("master"),
+            Value::Int(300),
+            Value::Array(vec![
+                Value::Array(vec![bulk("redis-2"), bulk("6379"), bulk("300")]),
+                Value::Array(vec![bulk("redis-3"), bulk("6379"), bulk("260")]),
+            ]),
+        ];
+        let found = copies("redis-1:6379", &role);
+        let shown: Vec<_> = found
+            .iter()
+            .map(|c| (c.address.as_str(), c.master, c.behind))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("redis-1:6379", true, 0),
+                ("redis-2:6379", false, 0),
+                ("redis-3:6379", false, 40)
+            ]
+        );
+        assert!(copies("redis-2:6379", &[bulk("slave"), bulk("redis-1")]).is_empty());
+    }
 
     #[test]
     fn entries_join_the_lists_in_order_and_tolerate_missing_values() {

@@ -36,6 +36,12 @@ end
 local err
 count, err = try('INCR', hits)
 if err then
+  -- A replica (READONLY) or a master without its replicas is not a data problem: passed on
+  -- as it came, so web-fe asks the Sentinels again.
+  if not (string.find(err, 'WRONGTYPE', 1, true) or string.find(err, 'not an integer', 1, true)
+      or string.find(err, 'overflow', 1, true)) then
+    return redis.error_reply(err)
+  end
   return redis.error_reply('UNEXPECTED key ' .. hits .. ' ' .. describe(hits) .. ', not a whole number')
 end
 local mine, served_err = try('HINCRBY', served, host, 1)

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::redis::{self, FromRedisValue, RedisResult};
+use redis::{self, FromRedisValue, RedisResult};
 
 /// Long enough for a loaded 2-core CI machine; every wait polls and returns early.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
