@@ -2,6 +2,7 @@
 
 mod bad_requests;
 mod counting;
+mod failover;
 mod hostile_clients;
 mod outage;
 mod pages;

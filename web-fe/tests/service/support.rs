@@ -47,6 +47,8 @@ pub struct Redis {
     password: Option<String>,
     /// With an append-only file in this folder, data survives restarts.
     data_dir: Option<std::path::PathBuf>,
+    /// More arguments for redis-server, such as `--replicaof`.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -68,6 +70,7 @@ impl Redis {
             port,
             password: None,
             data_dir: Some(dir),
+            extra: Vec::new(),
             child: None,
         };
         redis.launch();
@@ -75,10 +78,16 @@ impl Redis {
     }
 
     fn start_with(password: Option<String>) -> Self {
+        Self::start_with_args(password, &[])
+    }
+
+    /// A Redis started with `extra` redis-server arguments on top of the test defaults.
+    pub fn start_with_args(password: Option<String>, extra: &[&str]) -> Self {
         let mut redis = Self {
             port: free_port(),
             password,
             data_dir: None,
+            extra: extra.iter().map(|&a| a.to_owned()).collect(),
             child: None,
         };
         redis.launch();
@@ -138,6 +147,7 @@ impl Redis {
         if let Some(password) = &self.password {
             args.extend(["--requirepass", password]);
         }
+        args.extend(self.extra.iter().map(String::as_str));
         let child = Command::new("redis-server")
             .args(&args)
             .stdout(Stdio::null())

@@ -1,0 +1,233 @@
+//! Redis copies with Sentinel: a real master, a real replica and three real Sentinels
+//! (`redis-server --sentinel`) on loopback; web-fe finds the master through them.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::reliability::reliability_row;
+use crate::support::{Redis, WebFe, board, client, free_port, wait_for};
+
+const PASSWORD: &str = "copies-secret";
+const MASTER: &str = "counter";
+
+/// A real Sentinel with its own config file, which it rewrites as it learns.
+struct Sentinel {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Child,
+}
+
+impl Sentinel {
+    fn start(master_port: u16) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("web-fe-sentinel-{port}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\nrequirepass {PASSWORD}\n\
+                 sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
+                 sentinel auth-pass {MASTER} {PASSWORD}\n\
+                 sentinel sentinel-pass {PASSWORD}\n\
+                 sentinel down-after-milliseconds {MASTER} 1000\n\
+                 sentinel failover-timeout {MASTER} 5000\n",
+                dir = dir.display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs as a Sentinel");
+        Self { port, dir, child }
+    }
+
+    fn query(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", self.port);
+        let mut conn = redis::Client::open(url)?
+            .get_connection_with_timeout(Duration::from_secs(2))?;
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command.query(&mut conn)
+    }
+
+    /// The master's port as this Sentinel names it.
+    fn master_port(&self) -> Option<u16> {
+        let named = self.query(&["SENTINEL", "get-master-addr-by-name", MASTER]).ok()?;
+        let (_, port): (String, u16) = redis::from_redis_value(named).ok()?;
+        Some(port)
+    }
+
+    /// What this Sentinel knows of the master: `num-slaves`, `num-other-sentinels`, ...
+    fn master_field(&self, field: &str) -> Option<String> {
+        let info = self.query(&["SENTINEL", "master", MASTER]).ok()?;
+        let map: std::collections::HashMap<String, String> = redis::from_redis_value(info).ok()?;
+        map.get(field).cloned()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A master, one replica of it, three Sentinels that know both and each other, and
+/// web-fe pointed at the Sentinels only.
+struct Copies {
+    master: Redis,
+    replica: Redis,
+    sentinels: Vec<Sentinel>,
+    web: WebFe,
+    _secret: Secret,
+}
+
+/// The password as a file, as the Docker secret hands it to web-fe.
+struct Secret(std::path::PathBuf);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Copies {
+    fn start() -> Self {
+        let auth = ["--masterauth", PASSWORD];
+        let master = Redis::start_with_args(Some(PASSWORD.into()), &auth);
+        let master_port = master.port.to_string();
+        let mut replica_args = vec!["--replicaof", "127.0.0.1", &master_port];
+        replica_args.extend(auth);
+        let replica = Redis::start_with_args(Some(PASSWORD.into()), &replica_args);
+        let sentinels: Vec<_> = (0..3).map(|_| Sentinel::start(master.port)).collect();
+        wait_for("the Sentinels to know the replica and each other", Duration::from_secs(20), || {
+            sentinels
+                .iter()
+                .all(|s| {
+                    s.master_field("num-slaves").as_deref() == Some("1")
+                        && s.master_field("num-other-sentinels").as_deref() == Some("2")
+                })
+                .then_some(())
+        });
+        let secret = Secret(std::env::temp_dir().join(format!("web-fe-copies-{}", master.port)));
+        std::fs::write(&secret.0, PASSWORD).expect("write the secret");
+        let list: Vec<_> = sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        let web = WebFe::start(
+            "redis://unused:6379",
+            &[
+                ("REDIS_SENTINELS", &list.join(",")),
+                ("REDIS_PASSWORD_FILE", secret.0.to_str().expect("UTF-8 path")),
+                ("HEARTBEAT", "200ms"),
+            ],
+        );
+        Self {
+            master,
+            replica,
+            sentinels,
+            web,
+            _secret: secret,
+        }
+    }
+
+    /// The board's Redis copies once it lists `n` of them.
+    fn copies_on_board(&self, n: usize) -> Vec<serde_json::Value> {
+        wait_for(&format!("{n} Redis copies on the board"), Duration::from_secs(10), || {
+            let copies = board(&self.web)?["redis_copies"].as_array()?.clone();
+            (copies.len() == n).then_some(copies)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn web_fe_counts_on_the_master_the_sentinels_name_and_the_replica_holds_each_view() {
+    let copies = Copies::start();
+    let shown = copies.copies_on_board(2);
+    assert_eq!(shown[0]["address"], format!("127.0.0.1:{}", copies.master.port));
+    assert_eq!(shown[0]["master"], true);
+    assert_eq!(shown[1]["master"], false);
+    let http = client();
+    for _ in 0..20 {
+        let status = http.get(copies.web.url("/api")).send().await.unwrap().status();
+        assert_eq!(status, 200, "{}", copies.web.logs());
+    }
+    assert_eq!(copies.master.hits(), 20);
+    // Each view was answered after WAIT: the replica holds all of them already.
+    assert_eq!(copies.replica.hits(), 20);
+    let page = http.get(copies.web.url("/")).send().await.unwrap();
+    assert!(page.text().await.unwrap().contains("id=\"redis-copies\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_master_killed_under_load_fails_over_and_every_200_is_counted_once() {
+    let mut copies = Copies::start();
+    copies.copies_on_board(2);
+    let http = client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url, stop) = (http.clone(), copies.web.url("/api"), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let (mut ok, mut failed, mut last_failure) = (0u64, 0u64, None);
+                // Bounded: at most 5,000 requests per client, and stopped by the test.
+                for _ in 0..5_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match http.get(&url).send().await.map(|r| r.status()) {
+                        Ok(s) if s == 200 => ok += 1,
+                        _ => {
+                            failed += 1;
+                            last_failure = Some(Instant::now());
+                        }
+                    }
+                }
+                (ok, failed, last_failure)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed_at = Instant::now();
+    copies.master.stop();
+    let new_master = wait_for("a Sentinel to name the replica", Duration::from_secs(20), || {
+        copies.sentinels[0]
+            .master_port()
+            .filter(|&port| port == copies.replica.port)
+    });
+    let named_after = killed_at.elapsed();
+    // Views on the new master for a while, then the load stops.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed, mut last_failure) = (0u64, 0u64, None::<Instant>);
+    for client in clients {
+        let (o, f, last) = client.await.unwrap();
+        ok += o;
+        failed += f;
+        last_failure = last_failure.max(last);
+    }
+    let hits = u64::try_from(copies.replica.hits()).unwrap();
+    let recovered = last_failure.map_or(Duration::ZERO, |t| t.saturating_duration_since(killed_at));
+    assert_eq!(new_master, copies.replica.port);
+    assert!(ok > 100, "too little load to mean anything: {ok}");
+    // Every 200 is on the new master once; a failed view may or may not have been counted.
+    assert!(hits >= ok, "views answered 200 were lost: {hits} < {ok}");
+    assert!(hits <= ok + failed, "views counted twice: {hits} > {ok} + {failed}");
+    assert!(recovered < Duration::from_secs(10), "200s came back only after {recovered:?}");
+    reliability_row(&format!(
+        "Redis master killed (service test, 3 Sentinels) | SIGKILL to the master | {} | {failed} | 0 | replica named master {:.1} s after the kill, last failure {:.1} s after it",
+        ok + failed,
+        named_after.as_secs_f64(),
+        recovered.as_secs_f64(),
+    ));
+}
