@@ -26,6 +26,11 @@ have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
 force=false
 [ "${1:-}" = "--force" ] && force=true
+# A Redis stand-in built before the stack had Sentinels lacks redis-sentinel: build it again.
+if have_image "$REDIS_IMAGE" \
+  && ! docker run --rm "$REDIS_IMAGE" sh -c 'command -v redis-sentinel' >/dev/null 2>&1; then
+  docker image rm "$REDIS_IMAGE" >/dev/null
+fi
 missing=false
 for image in "${ALL_IMAGES[@]}"; do have_image "$image" || missing=true; done
 if ! $force && ! $missing; then
@@ -87,10 +92,11 @@ if $force || ! have_image "$BASE_IMAGE"; then
   import "$work/debian" "$BASE_IMAGE" --change 'CMD ["bash"]'
 fi
 
-# redis stand-in: Debian's redis-server, laid out like the official image (/data, port 6379).
+# redis stand-in: Debian's redis-server and redis-sentinel, laid out like the official image
+# (/data, port 6379).
 if $force || ! have_image "$REDIS_IMAGE"; then
   cp -a "$base" "$work/redis"
-  chroot_install "$work/redis" redis-server
+  chroot_install "$work/redis" redis-server redis-sentinel
   mkdir -p "$work/redis/data"
   chroot "$work/redis" chown redis:redis /data
   import "$work/redis" "$REDIS_IMAGE" \

@@ -141,9 +141,12 @@ impl Redis {
             "--appendonly",
             appendonly,
         ];
-        if let Some(dir) = &dir {
-            args.extend(["--dir", dir]);
-        }
+        // A replica writes the RDB it syncs even with saving off: never into the working
+        // folder, where every later Redis of the suite would load it.
+        let scratch = std::env::temp_dir().to_string_lossy().into_owned();
+        let dbfilename = format!("web-fe-test-{}.rdb", self.port);
+        args.extend(["--dir", dir.as_deref().unwrap_or(&scratch)]);
+        args.extend(["--dbfilename", &dbfilename]);
         if let Some(password) = &self.password {
             args.extend(["--requirepass", password]);
         }
@@ -159,10 +162,22 @@ impl Redis {
                      or `brew install redis` (macOS), then run the tests again."
                 )
             });
+        let pid = child.id();
         self.child = Some(child);
-        wait_for("redis-server to answer", START_TIMEOUT, || {
-            self.try_query::<String>(&["PING"]).ok()
+        // Another test's server may have taken this port between `free_port` and the bind:
+        // then ours exits, and the one answering is not ours. Start again on a new port.
+        let own = wait_for("redis-server to answer", START_TIMEOUT, || {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                return Some(false);
+            }
+            let info = self.try_query::<String>(&["INFO", "server"]).ok()?;
+            Some(info.contains(&format!("process_id:{pid}\r\n")))
         });
+        if !own {
+            self.stop();
+            self.port = free_port();
+            self.launch();
+        }
     }
 
     /// Runs one command, for a test's own set-up and checks; panics if Redis refuses it.
@@ -196,6 +211,9 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_file(
+            std::env::temp_dir().join(format!("web-fe-test-{}.rdb", self.port)),
+        );
         if let Some(dir) = &self.data_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
