@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::reliability::reliability_row;
-use crate::support::{Redis, WebFe, board, client, free_port, wait_for};
+use crate::support::{Redis, WebFe, board, client, free_port, query_at, wait_for};
 
 const PASSWORD: &str = "copies-secret";
 const MASTER: &str = "counter";
@@ -48,14 +48,7 @@ impl Sentinel {
     }
 
     fn query(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
-        let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", self.port);
-        let mut conn =
-            redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))?;
-        let mut command = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            command.arg(*arg);
-        }
-        command.query(&mut conn)
+        query_at(self.port, Some(PASSWORD), args)
     }
 
     /// The master's port as this Sentinel names it.

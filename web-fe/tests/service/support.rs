@@ -188,24 +188,32 @@ impl Redis {
 
     /// Runs one command; an error if Redis is down or refuses it.
     fn try_query<T: FromRedisValue>(&self, args: &[impl AsRef<str>]) -> RedisResult<T> {
-        let url = match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
-            None => self.url(),
-        };
-        let patience = Duration::from_secs(2);
-        let mut connection = redis::Client::open(url)?.get_connection_with_timeout(patience)?;
-        connection.set_read_timeout(Some(patience))?;
-        let mut command = redis::cmd(args[0].as_ref());
-        for arg in &args[1..] {
-            command.arg(arg.as_ref());
-        }
-        command.query(&mut connection)
+        query_at(self.port, self.password.as_deref(), args)
     }
 
     /// The `hits` counter as Redis holds it; 0 while the key does not exist.
     pub fn hits(&self) -> i64 {
         self.query::<Option<i64>>(&["GET", "hits"]).unwrap_or(0)
     }
+}
+
+/// One command to the Redis (or Sentinel) on a loopback port, for a test's own set-up and
+/// checks: it gives up after 2 s rather than hang the test.
+pub fn query_at<T: FromRedisValue>(
+    port: u16,
+    password: Option<&str>,
+    args: &[impl AsRef<str>],
+) -> RedisResult<T> {
+    let auth = password.map_or(String::new(), |p| format!(":{p}@"));
+    let url = format!("redis://{auth}127.0.0.1:{port}");
+    let patience = Duration::from_secs(2);
+    let mut connection = redis::Client::open(url)?.get_connection_with_timeout(patience)?;
+    connection.set_read_timeout(Some(patience))?;
+    let mut command = redis::cmd(args[0].as_ref());
+    for arg in &args[1..] {
+        command.arg(arg.as_ref());
+    }
+    command.query(&mut connection)
 }
 
 impl Drop for Redis {
