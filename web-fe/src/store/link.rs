@@ -16,6 +16,7 @@ use redis::{
     PushInfo, PushKind, RedisError, Value,
 };
 
+use super::error::StoreError;
 use crate::configuration::RedisTarget;
 
 /// A shared connection to the master and what is needed to open the next one.
@@ -73,6 +74,21 @@ impl Link {
         let (conn, address) = self.open().await?;
         self.shared.replace(Some((conn.clone(), address)));
         Ok(conn)
+    }
+
+    /// Runs `work` within the Redis timeout; after any failure the next caller opens a new
+    /// connection (to the master the Sentinels name now, if any).
+    pub async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        let error = match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => StoreError::from_redis(&self.address(), &e),
+            Err(_) => StoreError::timed_out(&self.address(), self.timeout),
+        };
+        self.forget();
+        Err(error)
     }
 
     /// Drops the shared connection after a failure: the next caller finds the master anew.

@@ -215,15 +215,7 @@ impl Store {
                 .await
                 .map(drop)
         };
-        let result = tokio::time::timeout(self.timeout, work).await;
-        // After any failure the next request opens a new connection.
-        let result = match result {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => StoreError::from_redis(&self.link.address(), &e),
-            Err(_) => StoreError::timed_out(&self.link.address(), self.timeout),
-        };
-        self.link.forget();
-        Err(result)
+        self.link.bounded(work).await
     }
 
     fn attempt_failed(&self, error: &RedisError) -> FailedAttempt {

@@ -19,7 +19,6 @@ const PRESENCE_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!(
 pub struct PresenceStore {
     link: Link,
     script: redis::Script,
-    timeout: Duration,
     /// What the beat learns of the master's replicas, for every worker's `WAIT`.
     replication: Replication,
 }
@@ -75,7 +74,6 @@ impl PresenceStore {
         Self {
             link: Link::new(settings.target().clone(), settings.timeout),
             script: redis::Script::new(PRESENCE_SCRIPT),
-            timeout: settings.timeout,
             replication,
         }
     }
@@ -83,24 +81,18 @@ impl PresenceStore {
     /// Stores `beat` for `hostname` and reads the board and the copies. After a failure the
     /// next call opens a new connection (to the master the Sentinels name, if any).
     pub async fn beat(
-        &mut self,
+        &self,
         hostname: &str,
         beat: &str,
         forget_after: Duration,
     ) -> Result<Roll, StoreError> {
-        let result =
-            tokio::time::timeout(self.timeout, self.call(hostname, beat, forget_after)).await;
-        let error = match result {
-            Ok(Ok(roll)) => return Ok(roll),
-            Ok(Err(e)) => StoreError::from_redis(&self.link.address(), &e),
-            Err(_) => StoreError::timed_out(&self.link.address(), self.timeout),
-        };
-        self.link.forget();
-        Err(error)
+        self.link
+            .bounded(self.call(hostname, beat, forget_after))
+            .await
     }
 
     async fn call(
-        &mut self,
+        &self,
         hostname: &str,
         beat: &str,
         forget_after: Duration,
