@@ -13,8 +13,7 @@ use crate::{checked, client_image, image_setting, redis_image, repo_root, wait_f
 pub const NETWORK: &str = "counter_counter-net";
 pub const WEB: &str = "counter_web-fe";
 pub const REDIS: &str = "counter_redis";
-/// The node the lab pins Redis and its volume to.
-pub const REDIS_NODE: &str = "worker1";
+pub const SENTINEL: &str = "counter_sentinel";
 /// How long swarm may take to converge after a change across nested engines.
 pub const SETTLE: Duration = Duration::from_secs(180);
 
@@ -184,11 +183,30 @@ impl Lab {
         format!("counter-lab-{node}")
     }
 
-    /// The `hits` key, read with redis-cli in the Redis task on its node.
+    /// The `hits` key, read with redis-cli on the copy that is the master now.
     pub fn hits(&self) -> u64 {
-        let redis = wait_for("the Redis task", SETTLE, || {
-            let id = self.on(
-                REDIS_NODE,
+        let (node, copy) = self.master_copy();
+        self.redis_cli(&node, &copy, "get hits")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The node and container of the Redis copy that says it is the master (`ROLE`).
+    pub fn master_copy(&self) -> (String, String) {
+        wait_for("a Redis copy that is the master", SETTLE, || {
+            self.copies()
+                .into_iter()
+                .find(|(_, _, role)| role == "master")
+                .map(|(node, copy, _)| (node, copy))
+        })
+    }
+
+    /// Every Redis copy that answers: its node, container and role (`master` or `slave`).
+    pub fn copies(&self) -> Vec<(String, String, String)> {
+        let mut found = Vec::new();
+        for node in self.service_nodes(REDIS) {
+            let (ok, ids) = self.try_on(
+                &node,
                 &[
                     "docker",
                     "ps",
@@ -197,20 +215,86 @@ impl Lab {
                     &format!("label=com.docker.swarm.service.name={REDIS}"),
                 ],
             );
-            (!id.is_empty()).then_some(id)
-        });
-        let value = self.on(
-            REDIS_NODE,
-            &[
-                "docker",
-                "exec",
-                &redis,
-                "sh",
-                "-c",
-                "REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli get hits",
-            ],
-        );
-        value.trim().parse().unwrap_or(0)
+            for id in ids.lines().filter(|_| ok) {
+                if let Some(role) = self.redis_cli(&node, id, "role") {
+                    let role = role.lines().next().unwrap_or_default().to_owned();
+                    found.push((node.clone(), id.to_owned(), role));
+                }
+            }
+        }
+        found
+    }
+
+    /// Nodes where `service` has a task that should be running.
+    pub fn service_nodes(&self, service: &str) -> BTreeSet<String> {
+        self.docker(&[
+            "service",
+            "ps",
+            service,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Node}}",
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    }
+
+    /// `redis-cli <command>` in a copy's container, with the password from its secret.
+    fn redis_cli(&self, node: &str, container: &str, command: &str) -> Option<String> {
+        let script =
+            format!("REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli {command}");
+        let (ok, out) = self.try_on(node, &["docker", "exec", container, "sh", "-c", &script]);
+        ok.then_some(out)
+    }
+
+    /// The master's node and container, once the master is on another node than `node`
+    /// (the Sentinels are asked to fail over until it is).
+    pub fn master_off(&self, node: &str) -> (String, String) {
+        wait_for(&format!("the Redis master off {node}"), SETTLE, || {
+            let (at, copy) = self.master_copy();
+            if at != node {
+                return Some((at, copy));
+            }
+            self.failover();
+            std::thread::sleep(Duration::from_secs(3));
+            None
+        })
+    }
+
+    /// Asks a Sentinel to hand the master's role to a replica.
+    fn failover(&self) {
+        for node in self.service_nodes(SENTINEL) {
+            let (_, ids) = self.try_on(
+                &node,
+                &[
+                    "docker",
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &format!("label=com.docker.swarm.service.name={SENTINEL}"),
+                ],
+            );
+            if let Some(id) = ids.lines().next() {
+                let script = "REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli -p 26379 sentinel failover counter";
+                let (ok, _) = self.try_on(&node, &["docker", "exec", id, "sh", "-c", script]);
+                if ok {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The same as [`Lab::on`], for a node that may be down: (succeeded, output).
+    fn try_on(&self, node: &str, args: &[&str]) -> (bool, String) {
+        let out = lab(&[&["node", node], args].concat())
+            .output()
+            .expect("lab/swarm runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     /// Runs `script` in a throwaway client container on the overlay network.

@@ -38,7 +38,8 @@ pub fn join_swarm() -> Cleanup {
 }
 
 /// `docker stack rm` and what it leaves behind on purpose: the data volume.
-pub fn remove_stack(stack: &str) {
+/// `docker stack rm`, waiting until its containers and network are gone; the volumes stay.
+pub fn stop_stack(stack: &str) {
     let _ = docker(&["stack", "rm", stack]);
     let label = format!("label=com.docker.stack.namespace={stack}");
     wait_for("the stack's containers and network to go", CONVERGE, || {
@@ -46,7 +47,19 @@ pub fn remove_stack(stack: &str) {
         let networks = docker_ok(&["network", "ls", "-q", "--filter", &label]);
         (containers.is_empty() && networks.is_empty()).then_some(())
     });
-    let _ = docker(&["volume", "rm", &format!("{stack}_redis-data")]);
+}
+
+/// Removes the stack and its volumes.
+pub fn remove_stack(stack: &str) {
+    stop_stack(stack);
+    let volumes = stack_volumes(stack);
+    let _ = docker(
+        &[
+            &["volume", "rm"][..],
+            &volumes.iter().map(String::as_str).collect::<Vec<_>>(),
+        ]
+        .concat(),
+    );
 }
 
 pub fn running_tasks(service: &str) -> usize {
@@ -76,29 +89,69 @@ pub fn service_containers(service: &str) -> Vec<String> {
     .collect()
 }
 
-/// Deploys stack.yml as `stack` with the given web-fe image and waits for 10/10 replicas.
-/// Redis goes to the node labelled for it, as the README's walkthrough labels it.
+/// Deploys stack.yml as `stack` with the given web-fe image, as the README does (no node
+/// label, no other command), and waits until every service runs all its tasks.
 pub fn deploy_stack(stack: &str, web_fe_image: &str) {
-    let node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
-    docker_ok(&["node", "update", "--label-add", "counter-redis=true", &node]);
     checked(
         Command::new("docker")
             .current_dir(repo_root())
             .args(["stack", "deploy", "-c", "stack.yml", stack])
             .env("WEB_FE_IMAGE", web_fe_image)
-            .env("REDIS_IMAGE", redis_image()),
+            .env("REDIS_IMAGE", redis_image())
+            .env("COUNTER_STACK", stack),
     );
-    let web = format!("{stack}_web-fe");
-    wait_for("10/10 web-fe replicas", CONVERGE, || {
-        let filter = format!("name={web}");
-        let replicas = docker_ok(&[
-            "service",
-            "ls",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Replicas}}",
-        ]);
-        (replicas == "10/10" && running_tasks(&web) == 10).then_some(())
-    });
+    for (service, wanted) in [("redis", 3), ("sentinel", 3), ("web-fe", 10)] {
+        let service = format!("{stack}_{service}");
+        wait_for(
+            &format!("{wanted}/{wanted} {service} tasks"),
+            CONVERGE,
+            || {
+                let filter = format!("name={service}");
+                let replicas = docker_ok(&[
+                    "service",
+                    "ls",
+                    "--filter",
+                    &filter,
+                    "--format",
+                    "{{.Replicas}}",
+                ]);
+                (replicas == format!("{wanted}/{wanted}") && running_tasks(&service) == wanted)
+                    .then_some(())
+            },
+        );
+    }
+}
+
+/// The stack's volumes: one per Redis copy and one per Sentinel (stack.yml names them).
+pub fn stack_volumes(stack: &str) -> Vec<String> {
+    (1..=3)
+        .flat_map(|slot| {
+            [
+                format!("{stack}_redis-data-{slot}"),
+                format!("{stack}_sentinel-data-{slot}"),
+            ]
+        })
+        .collect()
+}
+
+/// The container of the stack's Redis copy that says it is the master (`ROLE`).
+pub fn redis_master(stack: &str) -> String {
+    wait_for("a Redis copy that is the master", CONVERGE, || {
+        service_containers(&format!("{stack}_redis"))
+            .into_iter()
+            .find(|copy| redis_role(copy).as_deref() == Some("master"))
+    })
+}
+
+/// `master` or `slave`, as the copy in `container` answers `ROLE`.
+pub fn redis_role(container: &str) -> Option<String> {
+    let out = docker(&[
+        "exec",
+        container,
+        "sh",
+        "-c",
+        "REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli role | head -n 1",
+    ]);
+    let role = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !role.is_empty()).then_some(role)
 }

@@ -13,8 +13,8 @@ use e2e::client::{request_loops, tally};
 use e2e::{
     CONVERGE, Cleanup, LoadReport, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant,
     check_redis_locked, check_web_fe_hardening, client_image, deploy_stack, docker, docker_ok,
-    exclusive, join_swarm, redis_hits, reliability_row, remove_stack, running_tasks,
-    service_containers, wait_for,
+    exclusive, join_swarm, redis_hits, redis_master, redis_role, reliability_row, remove_stack,
+    running_tasks, service_containers, wait_for,
 };
 
 const V2_IMAGE: &str = "counter-web-fe:e2e-v2";
@@ -25,8 +25,8 @@ const LOOPS: u32 = 4;
 
 /// The stack deployed for one test, with its swarm, and removed when the test ends.
 struct Deployed {
+    stack: String,
     web: String,
-    redis: String,
     network: String,
     _cleanup: Cleanup,
     _swarm: Cleanup,
@@ -41,20 +41,22 @@ impl Deployed {
         let name = stack.clone();
         cleanup.run(move || remove_stack(&name));
         deploy_stack(&stack, WEB_FE_IMAGE);
-        let redis = service_containers(&format!("{stack}_redis"))
-            .pop()
-            .expect("a Redis task");
         Self {
             web: format!("{stack}_web-fe"),
-            redis,
             network: format!("{stack}_counter-net"),
+            stack,
             _cleanup: cleanup,
             _swarm: swarm,
         }
     }
 
     fn under_load(&self, fault: &str, injection: &str, inject: impl FnOnce()) -> LoadReport {
-        under_load(&self.network, &self.redis, fault, injection, inject)
+        under_load(&self.network, &self.stack, fault, injection, inject)
+    }
+
+    /// The copy that is the master now.
+    fn redis(&self) -> String {
+        redis_master(&self.stack)
     }
 }
 
@@ -64,7 +66,7 @@ fn stack_tasks_are_hardened() {
     let stack = Deployed::new("hard");
     let tasks = service_containers(&stack.web);
     check_web_fe_hardening(&tasks[0]);
-    check_redis_locked(&stack.redis, &tasks[0]);
+    check_redis_locked(&stack.redis(), &tasks[0]);
     let limits = docker_ok(&[
         "inspect",
         "-f",
@@ -94,6 +96,37 @@ fn a_forced_rolling_update_fails_no_request() {
         assert!(update(&stack.web, &["--force"]).status.success());
     });
     assert_eq!(report.failed(), 0, "{report:?}");
+}
+
+#[test]
+fn forced_updates_of_the_redis_copies_and_the_sentinels_lose_no_view() {
+    let _lock = exclusive();
+    let stack = Deployed::new("copies");
+    let first_master = stack.redis();
+    let redis = format!("{}_redis", stack.stack);
+    let sentinel = format!("{}_sentinel", stack.stack);
+    let report = stack.under_load(
+        "Redis copies and Sentinels restarted one by one",
+        "`docker service update --force` of redis, then of sentinel",
+        || {
+            assert!(update(&redis, &["--force"]).status.success());
+            assert!(update(&sentinel, &["--force"]).status.success());
+        },
+    );
+    // Every copy restarted, the master too: one copy is the master, the others its replicas.
+    let copies = service_containers(&redis);
+    let roles: Vec<_> = copies.iter().map(|c| redis_role(c)).collect();
+    assert_eq!(copies.len(), 3, "{roles:?}");
+    assert!(
+        !copies.contains(&first_master),
+        "the first master was not restarted"
+    );
+    let masters = roles
+        .iter()
+        .filter(|r| r.as_deref() == Some("master"))
+        .count();
+    assert_eq!(masters, 1, "{roles:?}");
+    println!("{report:?}");
 }
 
 #[test]
@@ -156,7 +189,7 @@ fn the_board_follows_scaling_and_a_killed_replica() {
     watcher.wait("3 live replicas", CONVERGE, |b| b.live().len() == 3);
 
     // 3 → 6: the newcomers appear without anyone loading a page.
-    let hits = redis_hits(&stack.redis);
+    let hits = redis_hits(&stack.redis());
     let scaled = std::time::Instant::now();
     docker_ok(&["service", "scale", "--detach", &format!("{web}=6")]);
     wait_for("6 running tasks", CONVERGE, || {
@@ -167,7 +200,7 @@ fn the_board_follows_scaling_and_a_killed_replica() {
     });
     let since_command = scaled.elapsed();
     assert_eq!(
-        redis_hits(&stack.redis),
+        redis_hits(&stack.redis()),
         hits,
         "watching the board counted views"
     );
@@ -275,12 +308,13 @@ fn remove_after(image: &str) -> Cleanup {
 /// applies `check` and records a RELIABILITY.md row.
 fn under_load(
     network: &str,
-    redis: &str,
+    stack: &str,
     fault: &str,
     injection: &str,
     inject: impl FnOnce(),
 ) -> LoadReport {
-    let before = redis_hits(redis);
+    // Read on the master each time: a fault may have moved it to another copy.
+    let before = redis_hits(&redis_master(stack));
     let client = Client::start(network);
     std::thread::sleep(Duration::from_secs(2));
     let started = std::time::Instant::now();
@@ -288,7 +322,7 @@ fn under_load(
     let took = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let report = client.finish();
-    let counted = redis_hits(redis) - before;
+    let counted = redis_hits(&redis_master(stack)) - before;
     let lost = i64::try_from(report.ok).unwrap() - i64::try_from(counted).unwrap();
     reliability_row(&format!(
         "{fault} | {injection} | {} | {} {:?} | {lost} | converged in {:.0} s",

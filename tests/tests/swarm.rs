@@ -10,8 +10,9 @@ use std::path::Path;
 
 use e2e::{
     CONVERGE, Cleanup, WEB_FE_IMAGE, build_web_fe_image, deploy_stack, docker, docker_ok,
-    exclusive, http_get, in_client_container, join_swarm, page_count_and_host, redis_image,
-    remove_stack, running_tasks, service_containers, wait_for,
+    exclusive, http_get, in_client_container, join_swarm, page_count_and_host, redis_hits,
+    redis_image, redis_master, reliability_row, remove_stack, running_tasks, service_containers,
+    stack_volumes, stop_stack, wait_for,
 };
 use serde_json::Value;
 
@@ -124,10 +125,12 @@ fn the_stack_runs_ten_replicas_on_one_counter() {
         "--format",
         "{{.Name}} {{.Replicas}}",
     ]);
-    assert!(
-        services.contains(&format!("{stack}_redis 1/1")),
-        "{services}"
-    );
+    for service in ["redis 3/3", "sentinel 3/3", "web-fe 10/10"] {
+        assert!(
+            services.contains(&format!("{stack}_{service}")),
+            "{services}"
+        );
+    }
     let tasks = docker_ok(&["stack", "ps", &stack, "--format", "{{.Name}}"]);
     assert_eq!(
         tasks.lines().filter(|t| t.starts_with(&web)).count(),
@@ -162,6 +165,20 @@ fn the_stack_runs_ten_replicas_on_one_counter() {
         println!("no IPVS in this kernel: the routing mesh on port 5000 is not checked here");
     }
 
+    // `docker stack rm` and a new deploy: the copies keep their volumes, the count goes on.
+    let before = u64::try_from(redis_hits(&redis_master(&stack))).unwrap();
+    stop_stack(&stack);
+    deploy_stack(&stack, WEB_FE_IMAGE);
+    let again = distinct_replicas(&network, "web-fe", 10);
+    let lowest = again.iter().map(|a| a.count).min().unwrap();
+    assert!(
+        lowest > before,
+        "the count restarted after a redeploy: {before} then {again:?}"
+    );
+    reliability_row(&format!(
+        "Stack removed and deployed again | `docker stack rm`, then `docker stack deploy` | 10 | 0 | 0 | count {before} before, {lowest} and up after"
+    ));
+
     remove_stack(&stack);
     let leftovers = docker_ok(&[
         "ps",
@@ -180,11 +197,12 @@ fn the_stack_runs_ten_replicas_on_one_counter() {
         ])
         .is_empty()
     );
-    assert!(
-        !docker(&["volume", "inspect", &format!("{stack}_redis-data")])
-            .status
-            .success()
-    );
+    for volume in stack_volumes(&stack) {
+        assert!(
+            !docker(&["volume", "inspect", &volume]).status.success(),
+            "{volume} left"
+        );
+    }
     let secrets = docker_ok(&["secret", "ls", "-q", "--filter", &format!("name={stack}_")]);
     assert!(secrets.is_empty(), "secrets left: {secrets}");
 }

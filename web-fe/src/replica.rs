@@ -24,6 +24,11 @@ impl Replica {
         }
     }
 
+    /// A swarm task (the stack passes its slot in), rather than a Compose container.
+    pub fn on_swarm(&self) -> bool {
+        self.slot.is_some()
+    }
+
     /// The hostname of this machine or container, as Docker set it.
     pub fn local_hostname() -> String {
         gethostname::gethostname().to_string_lossy().into_owned()

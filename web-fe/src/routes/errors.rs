@@ -43,7 +43,7 @@ impl Problem {
                     "This view was not counted."
                 }
             ),
-            hint: hint(trouble),
+            hint: hint(trouble, state.replica.on_swarm()),
         }
     }
 
@@ -92,23 +92,40 @@ fn title(trouble: Trouble) -> &'static str {
         Trouble::PasswordRefused => "Redis refused our password",
         Trouble::UnexpectedData => "Redis holds data web-fe does not expect",
         Trouble::Refused => "Redis refused the command",
+        Trouble::NoReplica => "No Redis replica holds a copy of this view",
     }
 }
 
-fn hint(trouble: Trouble) -> &'static str {
-    match trouble {
-        Trouble::Unreachable | Trouble::TimedOut => {
+/// What to do, in the words of where this replica runs: a swarm task or Compose.
+fn hint(trouble: Trouble, on_swarm: bool) -> &'static str {
+    match (trouble, on_swarm) {
+        (Trouble::Unreachable | Trouble::TimedOut, false) => {
             "Nothing is lost: the count lives in Redis. Refresh once Redis is back \
              (docker compose ps shows its state); no restart of web-fe is needed."
         }
-        Trouble::PasswordRefused => {
+        (Trouble::Unreachable | Trouble::TimedOut, true) => {
+            "Nothing answered 200 is lost: the count lives in the Redis copies. Refresh once \
+             a master is back (docker service ls shows the stack's redis and sentinel \
+             services, docker service ps <stack>_redis why a copy is not running); no \
+             restart of web-fe is needed."
+        }
+        (Trouble::NoReplica, true) => {
+            "The master answers but no replica confirmed a copy, so this view was not \
+             promised. Refresh once a replica is back (docker service ps <stack>_redis \
+             shows the copies); views count again by themselves."
+        }
+        (Trouble::NoReplica, false) => {
+            "The master answers but no replica confirmed a copy, so this view was not \
+             promised. Refresh once a replica is back; views count again by themselves."
+        }
+        (Trouble::PasswordRefused, _) => {
             "web-fe and Redis must use the same password: check the redis-password secret \
              (REDIS_PASSWORD_FILE), then restart web-fe."
         }
-        Trouble::UnexpectedData => {
+        (Trouble::UnexpectedData, _) => {
             "This replica's log names the key and what it holds; fix or delete it with redis-cli."
         }
-        Trouble::Refused => {
+        (Trouble::Refused, _) => {
             "This replica's log has Redis's own message; check Redis's log and memory."
         }
     }

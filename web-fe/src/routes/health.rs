@@ -26,9 +26,22 @@ pub async fn readyz(state: Data<AppState>, store: Data<Store>) -> HttpResponse {
             tracing::warn!(error = %e, "not ready");
             text(
                 HttpResponse::ServiceUnavailable(),
-                format!("not ready: Redis {}\n", e.trouble.phrase()),
+                format!(
+                    "not ready: Redis {} ({})\n",
+                    e.trouble.phrase(),
+                    where_to_look(&state)
+                ),
             )
         }
+    }
+}
+
+/// Where the person reading a probe's answer sees Redis's state.
+fn where_to_look(state: &AppState) -> &'static str {
+    if state.replica.on_swarm() {
+        "docker service ps <stack>_redis shows the copies"
+    } else {
+        "docker compose ps shows its state"
     }
 }
 

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use redis::{ErrorKind, RedisError};
 
+/// A master with `min-replicas-to-write` and too few replicas refuses writes with this;
+/// redis-rs has no kind of its own for it.
+pub const NO_REPLICAS: &str = "NOREPLICAS";
+
 /// The kind of problem, in words fit for a public page: no address, no raw error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trouble {
@@ -18,15 +22,19 @@ pub enum Trouble {
     UnexpectedData,
     /// Redis answered with an error of its own (out of memory, read-only replica, ...).
     Refused,
+    /// The master counted the view, but no replica confirmed a copy of it in time (or the
+    /// master refuses writes, having had no replica for a while).
+    NoReplica,
 }
 
 impl Trouble {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Unreachable,
         Self::TimedOut,
         Self::PasswordRefused,
         Self::UnexpectedData,
         Self::Refused,
+        Self::NoReplica,
     ];
 
     /// Completes "Redis ...".
@@ -37,6 +45,7 @@ impl Trouble {
             Self::PasswordRefused => "refused our password",
             Self::UnexpectedData => "holds data web-fe does not expect",
             Self::Refused => "refused the command",
+            Self::NoReplica => "could not copy the view to a replica",
         }
     }
 
@@ -48,6 +57,7 @@ impl Trouble {
             Self::PasswordRefused => "password",
             Self::UnexpectedData => "unexpected_data",
             Self::Refused => "refused",
+            Self::NoReplica => "no_replica",
         }
     }
 
@@ -67,6 +77,9 @@ impl Trouble {
             )
         {
             return Self::UnexpectedData;
+        }
+        if error.code() == Some(NO_REPLICAS) {
+            return Self::NoReplica;
         }
         if error.is_io_error() || error.kind() == ErrorKind::Io {
             return Self::Unreachable;

@@ -176,33 +176,47 @@ impl Store {
             })?;
         let (count, served, repairs) = reply;
         log_repairs(repairs);
-        self.wait_for_a_replica(&mut conn).await;
+        self.wait_for_a_replica(&mut conn).await?;
         Ok(Visit { count, served })
     }
 
-    /// Where the master has replicas, the view is answered once one of them holds it too,
-    /// so it survives the master's machine. A replica that does not confirm in time leaves
-    /// the view on the master's copy alone: it is answered all the same, and logged.
-    async fn wait_for_a_replica(&self, conn: &mut redis::aio::MultiplexedConnection) {
+    /// Where the master has replicas, a view is answered only once one of them holds it
+    /// too, so that it survives the loss of the master's machine. A view no replica
+    /// confirms in time is counted on the master but not answered 200: it is reported as
+    /// maybe counted (another wait would outlast `REDIS_TIMEOUT` with the defaults).
+    async fn wait_for_a_replica(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<(), FailedAttempt> {
         if self.replication.replicas() == 0 {
-            return;
+            return Ok(());
         }
         let wait_ms = u64::try_from(self.replica_wait.as_millis()).unwrap_or(u64::MAX);
-        let acked: Result<u32, _> = redis::cmd("WAIT")
+        let acked: u32 = redis::cmd("WAIT")
             .arg(1)
             .arg(wait_ms)
             .query_async(conn)
-            .await;
-        match acked {
-            Ok(0) => tracing::warn!(
-                wait = ?self.replica_wait,
-                "no replica confirmed the view in time: it is on the master's copy only"
-            ),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "WAIT for a replica failed: the view is counted on the master")
-            }
+            .await
+            .map_err(|e| FailedAttempt {
+                maybe_counted: true,
+                ..self.attempt_failed(&e)
+            })?;
+        if acked > 0 {
+            return Ok(());
         }
+        Err(FailedAttempt {
+            error: StoreError::new(
+                Trouble::NoReplica,
+                &self.link.address(),
+                format_args!(
+                    "no replica confirmed the view within {:?}",
+                    self.replica_wait
+                ),
+            ),
+            retryable: false,
+            maybe_counted: true,
+            broke_mid_call: false,
+        })
     }
 
     /// Checks that Redis answers and that `hits` can be counted, for readiness.
@@ -250,6 +264,7 @@ fn log_repairs(repairs: Vec<String>) {
 /// lost its replicas (a failover under way) may pass; a wrong password will not.
 fn is_retryable(error: &RedisError) -> bool {
     error.is_io_error()
+        || error.code() == Some(error::NO_REPLICAS)
         || matches!(
             error.kind(),
             ErrorKind::Server(

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::reliability::reliability_row;
-use crate::support::{Redis, WebFe, board, client, free_port, query_at, wait_for};
+use crate::support::{Redis, WebFe, board, client, free_port, query_at, signal, wait_for};
 
 const PASSWORD: &str = "copies-secret";
 const MASTER: &str = "counter";
@@ -181,6 +181,34 @@ async fn web_fe_counts_on_the_master_the_sentinels_name_and_the_replica_holds_ea
     assert_eq!(copies.replica.hits(), 20);
     let page = http.get(copies.web.url("/")).send().await.unwrap();
     assert!(page.text().await.unwrap().contains("id=\"redis-copies\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_view_no_replica_confirms_is_not_answered_200_and_counts_once_it_is() {
+    let copies = Copies::start();
+    copies.copies_on_board(2);
+    let http = client();
+    let get = || http.get(copies.web.url("/api")).send();
+    assert_eq!(get().await.unwrap().status(), 200);
+
+    // A replica that stops reading: the master counts, but WAIT gets no confirmation.
+    signal(copies.replica.pid(), "STOP");
+    let refused = get().await.unwrap();
+    let status = refused.status();
+    let body: serde_json::Value = refused.json().await.unwrap();
+    signal(copies.replica.pid(), "CONT");
+    assert_eq!(status, 503, "{body}");
+    let error = body["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains("could not copy the view to a replica"),
+        "{body}"
+    );
+    assert!(error.contains("may have been counted"), "{body}");
+
+    // Counted once on the master despite the retries; the replica catches up.
+    assert_eq!(get().await.unwrap().status(), 200);
+    assert_eq!(copies.master.hits(), 3);
+    assert_eq!(copies.replica.hits(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -151,13 +151,35 @@ async fn readiness_follows_redis_while_liveness_stays_up() {
     );
     let reason = text(&http, &web.url("/readyz")).await;
     // The public answer names the kind of problem; the address is for the log only.
-    assert_eq!(reason, "not ready: Redis cannot be reached\n");
+    assert_eq!(
+        reason,
+        "not ready: Redis cannot be reached (docker compose ps shows its state)\n"
+    );
 
     redis.restart();
     assert_eq!(
         (status("/readyz").await, status("/healthz").await),
         (200, 200)
     );
+}
+
+#[tokio::test]
+async fn a_swarm_task_names_the_swarm_tools_when_redis_is_down() {
+    let mut redis = Redis::start();
+    let web = WebFe::start(&redis.url(), &[("TASK_SLOT", "3")]);
+    let http = client();
+    redis.stop();
+
+    let ready = text(&http, &web.url("/readyz")).await;
+    assert_eq!(
+        ready,
+        "not ready: Redis cannot be reached (docker service ps <stack>_redis shows the copies)\n"
+    );
+    let page = http.get(web.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 503);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("docker service ls"), "{page}");
+    assert!(!page.contains("docker compose"), "{page}");
 }
 
 #[tokio::test]
@@ -195,6 +217,9 @@ async fn password_comes_from_a_file_and_a_wrong_one_is_reported() {
     assert!(!json.to_string().contains("127.0.0.1"), "{json}");
     assert!(!json.to_string().contains("WRONGPASS"), "{json}");
     let ready = text(&http, &wrong.url("/readyz")).await;
-    assert_eq!(ready, "not ready: Redis refused our password\n");
+    assert_eq!(
+        ready,
+        "not ready: Redis refused our password (docker compose ps shows its state)\n"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -157,7 +157,7 @@ async fn a_hits_key_that_is_not_a_number_is_refused_truthfully() {
         assert_eq!(ready.status(), 503);
         assert_eq!(
             ready.text().await.unwrap(),
-            "not ready: Redis holds data web-fe does not expect\n"
+            "not ready: Redis holds data web-fe does not expect (docker compose ps shows its state)\n"
         );
     }
     web.logs_once_they_contain(r#"key hits holds "forty-two""#);

@@ -1,0 +1,92 @@
+#!/bin/sh
+# One Redis copy of the stack (slot $SLOT, host name redis-$SLOT). It asks the Sentinels
+# which copy is the master and starts as its replica. Only on the stack's first start (the
+# Sentinels answer but know no master yet, and no other copy is one) does redis-1 start
+# as the master. A restarted master that the Sentinels still name, while a live replica
+# holds the data, asks them to promote that replica first: a copy that lost its last
+# writes, or its whole volume on a new node, never leads the others.
+set -eu
+me="redis-$SLOT"
+SENTINELS="${SENTINELS:-sentinel-1 sentinel-2 sentinel-3}"
+COPIES="${COPIES:-redis-1 redis-2 redis-3}"
+MASTER_NAME="${MASTER_NAME:-counter}"
+pass=$(cat /run/secrets/redis-password)
+export REDISCLI_AUTH="$pass"
+
+log() { echo "copy $me: $*" >&2; }
+
+cli() { timeout 2 redis-cli --no-auth-warning --raw "$@" 2>/dev/null; }
+
+# Prints the first answer of a Sentinel that knows the master. Prints nothing, and
+# succeeds, when Sentinels answer but none knows one; fails when no Sentinel answers.
+ask() {
+  answered=1
+  for sentinel in $SENTINELS; do
+    answer=$(cli -h "$sentinel" -p 26379 SENTINEL "$@") || continue
+    answered=0
+    case "$answer" in ""|ERR*|NOAUTH*|*"No such master"*) continue ;; esac
+    printf '%s\n' "$answer"
+    return 0
+  done
+  return $answered
+}
+
+# Another copy that already runs as a master.
+other_master() {
+  for copy in $COPIES; do
+    [ "$copy" = "$me" ] && continue
+    case "$(cli -h "$copy" ROLE | head -n 1)" in master) echo "$copy"; return 0 ;; esac
+  done
+  return 1
+}
+
+# Replicas the Sentinels see up: their flags say "slave" and nothing more.
+live_replicas() {
+  { ask replicas "$MASTER_NAME" || true; } |
+    awk 'prev == "flags" && $0 == "slave" { n++ } { prev = $0 } END { print n + 0 }'
+}
+
+# A master with no replica that confirmed a write in the last 10 s refuses writes: a
+# master cut off from every replica stops counting views that a failover would lose.
+serve() {
+  log "$1"
+  exec redis-server - <<CONF
+requirepass $pass
+masterauth $pass
+replica-announce-ip $me
+appendonly yes
+repl-timeout 10
+min-replicas-to-write 1
+min-replicas-max-lag 10
+$2
+CONF
+}
+
+while :; do
+  if ! answer=$(ask get-master-addr-by-name "$MASTER_NAME"); then
+    log "no Sentinel answers yet (are the sentinel tasks running?); asking again in 1 s"
+    sleep 1
+    continue
+  fi
+  master=$(printf '%s\n' "$answer" | head -n 1)
+  if [ -z "$master" ]; then
+    if other=$(other_master); then
+      serve "the Sentinels know no master yet, $other is one: starting as its replica" "replicaof $other 6379"
+    fi
+    if [ "$me" = redis-1 ]; then
+      serve "the Sentinels know no master yet: the stack's first start, so starting as the master" ""
+    fi
+    log "the Sentinels know no master yet; redis-1 starts as the master, asking again in 1 s"
+    sleep 1
+    continue
+  fi
+  if [ "$master" != "$me" ]; then
+    serve "the Sentinels name $master the master: starting as its replica" "replicaof $master 6379"
+  fi
+  if [ "$(live_replicas)" -eq 0 ]; then
+    serve "the Sentinels name this copy the master and know no live replica: starting as the master" ""
+  fi
+  log "the Sentinels name this copy the master, but a live replica holds the data: asking them to promote it"
+  ask failover "$MASTER_NAME" >/dev/null || true
+  sleep 2
+done
