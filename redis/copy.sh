@@ -46,8 +46,9 @@ live_replicas() {
     awk 'prev == "flags" && $0 == "slave" { n++ } { prev = $0 } END { print n + 0 }'
 }
 
-# A master with no replica that confirmed a write in the last 10 s refuses writes: a
-# master cut off from every replica stops counting views that a failover would lose.
+# A master that no replica has confirmed for 5 s refuses writes: a master cut off from
+# every replica stops counting views that a failover would lose. (web-fe's WAIT covers the
+# seconds before that.) A replica syncs at once rather than after the default 5 s pause.
 serve() {
   log "$1"
   exec redis-server - <<CONF
@@ -56,8 +57,9 @@ masterauth $pass
 replica-announce-ip $me
 appendonly yes
 repl-timeout 10
+repl-diskless-sync-delay 0
 min-replicas-to-write 1
-min-replicas-max-lag 10
+min-replicas-max-lag 5
 $2
 CONF
 }
