@@ -2,9 +2,9 @@
 # One Redis copy of the stack (slot $SLOT, host name redis-$SLOT). It asks the Sentinels
 # which copy is the master and starts as its replica. Only on the stack's first start (the
 # Sentinels answer but know no master yet, and no other copy is one) does redis-1 start
-# as the master. A restarted master that the Sentinels still name, while a live replica
-# holds the data, asks them to promote that replica first: a copy that lost its last
-# writes, or its whole volume on a new node, never leads the others.
+# as the master. A restarted master that the Sentinels still name, while another copy
+# answers, asks them to promote that copy first: a copy that lost its last writes, or its
+# whole volume on a new node, never leads the others.
 set -eu
 me="redis-$SLOT"
 SENTINELS="${SENTINELS:-sentinel-1 sentinel-2 sentinel-3}"
@@ -40,10 +40,14 @@ other_master() {
   return 1
 }
 
-# Replicas the Sentinels see up: their flags say "slave" and nothing more.
-live_replicas() {
-  { ask replicas "$MASTER_NAME" || true; } |
-    awk 'prev == "flags" && $0 == "slave" { n++ } { prev = $0 } END { print n + 0 }'
+# Another copy that answers, whatever its role. Asked directly: the Sentinels' flags can
+# be stale (in TILT mode, say).
+other_copy_up() {
+  for copy in $COPIES; do
+    [ "$copy" = "$me" ] && continue
+    case "$(cli -h "$copy" PING)" in PONG|LOADING*|MASTERDOWN*) return 0 ;; esac
+  done
+  return 1
 }
 
 # A master that no replica has confirmed for 5 s refuses writes: a master cut off from
@@ -85,10 +89,10 @@ while :; do
   if [ "$master" != "$me" ]; then
     serve "the Sentinels name $master the master: starting as its replica" "replicaof $master 6379"
   fi
-  if [ "$(live_replicas)" -eq 0 ]; then
-    serve "the Sentinels name this copy the master and know no live replica: starting as the master" ""
+  if ! other_copy_up; then
+    serve "the Sentinels name this copy the master and no other copy answers: starting as the master" ""
   fi
-  log "the Sentinels name this copy the master, but a live replica holds the data: asking them to promote it"
+  log "the Sentinels name this copy the master, but another copy holds the data: asking them to promote it"
   ask failover "$MASTER_NAME" >/dev/null || true
   sleep 2
 done
