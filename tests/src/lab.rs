@@ -14,6 +14,10 @@ pub const NETWORK: &str = "counter_counter-net";
 pub const WEB: &str = "counter_web-fe";
 pub const REDIS: &str = "counter_redis";
 pub const SENTINEL: &str = "counter_sentinel";
+/// The lab's machines, as `lab/swarm up` makes them by default.
+const NODES: [&str; 5] = ["manager1", "manager2", "manager3", "worker1", "worker2"];
+/// The network the lab's machines share (lab/swarm's `NETWORK`).
+const LAB_NETWORK: &str = "counter-lab";
 /// How long swarm may take to converge after a change across nested engines.
 pub const SETTLE: Duration = Duration::from_secs(180);
 
@@ -202,11 +206,12 @@ impl Lab {
     }
 
     /// Every Redis copy that answers: its node, container and role (`master` or `slave`).
+    /// Each machine is asked directly, so this works without a swarm manager (quorum lost).
     pub fn copies(&self) -> Vec<(String, String, String)> {
         let mut found = Vec::new();
-        for node in self.service_nodes(REDIS) {
+        for node in NODES {
             let (ok, ids) = self.try_on(
-                &node,
+                node,
                 &[
                     "docker",
                     "ps",
@@ -216,9 +221,9 @@ impl Lab {
                 ],
             );
             for id in ids.lines().filter(|_| ok) {
-                if let Some(role) = self.redis_cli(&node, id, "role") {
+                if let Some(role) = self.redis_cli(node, id, "role") {
                     let role = role.lines().next().unwrap_or_default().to_owned();
-                    found.push((node.clone(), id.to_owned(), role));
+                    found.push((node.to_owned(), id.to_owned(), role));
                 }
             }
         }
@@ -249,12 +254,12 @@ impl Lab {
         ok.then_some(out)
     }
 
-    /// The master's node and container, once the master is on another node than `node`
-    /// (the Sentinels are asked to fail over until it is).
-    pub fn master_off(&self, node: &str) -> (String, String) {
-        wait_for(&format!("the Redis master off {node}"), SETTLE, || {
+    /// The master's node and container, once the master is on none of `nodes` (the
+    /// Sentinels are asked to fail over until it is).
+    pub fn master_off(&self, nodes: &[&str]) -> (String, String) {
+        wait_for(&format!("the Redis master off {nodes:?}"), SETTLE, || {
             let (at, copy) = self.master_copy();
-            if at != node {
+            if !nodes.contains(&at.as_str()) {
                 return Some((at, copy));
             }
             self.failover();
@@ -313,8 +318,25 @@ impl Lab {
 
     /// Starts bounded load: `loops` request loops in a client container (see [`request_loops`]).
     pub fn load(&self, loops: u32) -> LabLoad<'_> {
-        let name = self.start_client("client", &[], &["sh", "-c", &request_loops(loops)]);
-        LabLoad { lab: self, name }
+        self.load_on("manager1", loops)
+    }
+
+    /// The same load from a client container on `node`'s own engine, which reaches the
+    /// replicas that node can reach (during a split, the ones on its side).
+    pub fn load_on(&self, node: &str, loops: u32) -> LabLoad<'_> {
+        let name = format!("counter-lab-client-{node}-{}", std::process::id());
+        let _ = self.try_on(node, &["docker", "rm", "-f", &name]);
+        let run = ["docker", "run", "-d", "--name", &name, "--network", NETWORK];
+        let script = request_loops(loops);
+        self.on(
+            node,
+            &[&run[..], &[&self.client, "sh", "-c", &script]].concat(),
+        );
+        LabLoad {
+            lab: self,
+            node: node.to_owned(),
+            name,
+        }
     }
 
     /// Starts a named client container on the overlay network (replacing one a killed run
@@ -325,6 +347,33 @@ impl Lab {
         let run = ["run", "-d", "--name", &name, "--network", NETWORK];
         self.docker(&[&run[..], options, &[&self.client], command].concat());
         name
+    }
+
+    /// Cuts `node`'s machine off the lab network: it runs on, alone.
+    pub fn cut_off(&self, node: &str) {
+        crate::docker_ok(&["network", "disconnect", LAB_NETWORK, &Self::machine(node)]);
+    }
+
+    /// Puts `node`'s machine back on the lab network at the address the swarm knows.
+    pub fn reconnect(&self, node: &str, address: &str) {
+        crate::docker_ok(&[
+            "network",
+            "connect",
+            "--ip",
+            address,
+            LAB_NETWORK,
+            &Self::machine(node),
+        ]);
+    }
+
+    /// `node`'s machine's address on the lab network.
+    pub fn machine_address(node: &str) -> String {
+        crate::docker_ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{LAB_NETWORK}\").IPAddress}}}}"),
+            &Self::machine(node),
+        ])
     }
 }
 
@@ -337,16 +386,17 @@ impl Drop for Lab {
 /// Load running in the lab; [`LabLoad::finish`] stops it and counts the answers.
 pub struct LabLoad<'a> {
     lab: &'a Lab,
+    node: String,
     name: String,
 }
 
 impl LabLoad<'_> {
     pub fn finish(self) -> LoadReport {
-        let lab = self.lab;
-        let _ = lab.try_docker(&["exec", &self.name, "touch", "/tmp/stop"]);
-        lab.docker(&["wait", &self.name]);
-        let log = lab.docker(&["logs", &self.name]);
-        let _ = lab.try_docker(&["rm", "-f", &self.name]);
+        let (lab, node) = (self.lab, self.node.as_str());
+        let _ = lab.try_on(node, &["docker", "exec", &self.name, "touch", "/tmp/stop"]);
+        lab.on(node, &["docker", "wait", &self.name]);
+        let log = lab.on(node, &["docker", "logs", &self.name]);
+        let _ = lab.try_on(node, &["docker", "rm", "-f", &self.name]);
         tally(&log)
     }
 }

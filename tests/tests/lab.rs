@@ -39,11 +39,12 @@ fn a_five_node_swarm_runs_the_walkthrough_across_machines() {
         let balancer = Balancer::to(vec![relay.address]);
         let browser = Browser::start();
         the_board_groups_every_replica_by_node(&lab, &watcher, &browser, &balancer);
-        losing_a_worker_machine_heals_and_it_rejoins(&lab);
+        losing_a_replica_machine_heals_and_it_rejoins(&lab);
         draining_a_worker_moves_its_tasks_and_loses_nothing(&lab, &watcher);
         losing_quorum_refuses_changes_but_keeps_serving(&lab);
         rolling_to_v2_through_the_registry_fails_no_request(&lab, &watcher, &browser);
         losing_the_master_machine_fails_over_and_loses_no_view(&lab, &browser);
+        a_split_from_the_master_loses_no_view_answered_200(&lab);
     }
     drop(lab);
     down_leaves_nothing_behind();
@@ -199,7 +200,7 @@ fn under_load(
 }
 
 fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab, watcher: &BoardWatcher) {
-    // worker2 came back empty (swarm does not rebalance); new tasks go to the emptiest node.
+    // New tasks go to the emptiest nodes (swarm does not rebalance), worker2 among them.
     lab.docker(&["service", "scale", "--detach=false", &format!("{WEB}=12")]);
     lab.wait_replicas(12);
     let on_worker2 = lab.tasks_by_node().get("worker2").copied().unwrap_or(0);
@@ -229,29 +230,28 @@ fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab, watcher: &Boar
     lab.docker(&["node", "update", "--availability", "active", "worker2"]);
 }
 
-fn losing_a_worker_machine_heals_and_it_rejoins(lab: &Lab) {
-    let victim = "worker2";
-    // The master's machine is another test; here worker2 holds at most a replica.
-    lab.master_off(victim);
-    let holds_a_copy = lab.service_nodes(REDIS).contains(victim);
-    let doomed = lab.task_addresses(victim);
-    let mut seen_down = Duration::ZERO;
+fn losing_a_replica_machine_heals_and_it_rejoins(lab: &Lab) {
+    // A machine that holds a Redis replica (not the master) and is not manager1, which
+    // drives the lab.
+    let (master_at, _) = lab.master_copy();
+    let victim = lab
+        .service_nodes(REDIS)
+        .into_iter()
+        .find(|n| n != "manager1" && *n != master_at)
+        .expect("a Redis replica on a machine other than manager1 and the master's");
+    let doomed = lab.task_addresses(&victim);
     let report = under_load(
         lab,
-        if holds_a_copy {
-            "Worker machine killed (with a Redis replica)"
-        } else {
-            "Worker machine killed"
-        },
-        "`docker kill` of node worker2",
+        "Machine with a Redis replica killed",
+        &format!("`docker kill` of node {victim}"),
         || {
             let killed = Instant::now();
-            docker_ok(&["kill", &Lab::machine(victim)]);
-            lab.wait_node(victim, "Down");
-            seen_down = killed.elapsed();
+            docker_ok(&["kill", &Lab::machine(&victim)]);
+            lab.wait_node(&victim, "Down");
+            let seen_down = killed.elapsed();
             lab.settle("10/10 on the other nodes", || {
                 let spread = lab.tasks_by_node();
-                !spread.contains_key(victim) && spread.values().sum::<usize>() == 10
+                !spread.contains_key(&victim) && spread.values().sum::<usize>() == 10
             });
             format!(
                 "node Down after {:.0} s, 10/10 again",
@@ -260,7 +260,7 @@ fn losing_a_worker_machine_heals_and_it_rejoins(lab: &Lab) {
         },
     );
     // Only connections to the dead machine's replicas may fail (curl names no address
-    // when it could not connect at all).
+    // when it could not connect at all): the master had the other replica for WAIT.
     assert!(
         report
             .failed_addresses
@@ -269,11 +269,13 @@ fn losing_a_worker_machine_heals_and_it_rejoins(lab: &Lab) {
         "failures on replicas that kept running: {:?} (dead: {doomed:?})",
         report.failed_addresses
     );
-    docker_ok(&["start", &Lab::machine(victim)]);
-    lab.wait_node(victim, "Ready");
+    docker_ok(&["start", &Lab::machine(&victim)]);
+    lab.wait_node(&victim, "Ready");
 }
 
 fn losing_quorum_refuses_changes_but_keeps_serving(lab: &Lab) {
+    // The Redis master stays up with the manager that does: this step is about managers.
+    lab.master_off(&["manager2", "manager3"]);
     docker_ok(&["stop", &Lab::machine("manager3")]);
     lab.wait_node("manager3", "Down");
     // 2 of 3 managers: still a majority, so changes go through.
@@ -386,7 +388,7 @@ fn losing_the_master_machine_fails_over_and_loses_no_view(lab: &Lab, browser: &B
         "Sentinels on fewer than 3 nodes: {sentinels:?}"
     );
     // The lab is driven through manager1, so the master is moved off it before its machine dies.
-    let (victim, _) = lab.master_off("manager1");
+    let (victim, _) = lab.master_off(&["manager1"]);
     let mut first_200 = Duration::ZERO;
     under_load(
         lab,
@@ -434,6 +436,66 @@ fn losing_the_master_machine_fails_over_and_loses_no_view(lab: &Lab, browser: &B
     reliability_row(&format!(
         "Redis master's machine back | `docker start` of node {victim} | - | - | 0 | three copies, one master; count {before} → {after}"
     ));
+}
+
+/// The master's machine is cut off the lab network while clients on both sides keep
+/// asking: the other side fails over; the cut-off master, with no replica to confirm a
+/// view, answers none with 200. When the split heals it rejoins as a replica, and every
+/// view answered 200 on either side is in `hits`.
+fn a_split_from_the_master_loses_no_view_answered_200(lab: &Lab) {
+    let (victim, _) = lab.master_off(&["manager1"]);
+    let address = Lab::machine_address(&victim);
+    let before = lab.hits();
+    let majority = lab.load(LOOPS);
+    let minority = lab.load_on(&victim, LOOPS);
+    std::thread::sleep(Duration::from_secs(2));
+    let cut = Instant::now();
+    lab.cut_off(&victim);
+    // The cut-off copy still calls itself the master: the new one is on the other side.
+    let mut new_master = String::new();
+    lab.settle("a master on the other side of the split", || {
+        let found = lab
+            .copies()
+            .into_iter()
+            .find(|(node, _, role)| *node != victim && role == "master");
+        found.map(|(node, _, _)| new_master = node).is_some()
+    });
+    let failed_over = cut.elapsed();
+    // Some time apart, so that the cut-off side feels it.
+    std::thread::sleep(Duration::from_secs(15));
+    lab.reconnect(&victim, &address);
+    lab.wait_node(&victim, "Ready");
+    lab.settle("three copies, one master, after the split", || {
+        let roles: Vec<String> = lab.copies().into_iter().map(|(_, _, role)| role).collect();
+        roles.len() == 3 && roles.iter().filter(|r| *r == "master").count() == 1
+    });
+    let (majority, minority) = (majority.finish(), minority.finish());
+    let moved = lab.hits() - before;
+    let ok = majority.ok + minority.ok;
+    let failed = majority.failed() + minority.failed();
+    println!("split: other side {majority:?}, cut-off side {minority:?}; hits moved {moved}");
+    reliability_row(&format!(
+        "Redis master's machine cut off the network | `docker network disconnect` of node {victim} for {:.0} s | {} | {failed} {:?} / {:?} | {} | {new_master} named master {:.1} s after the cut; 200s on the cut-off side: {}",
+        cut.elapsed().as_secs_f64(),
+        ok + failed,
+        majority.failures,
+        minority.failures,
+        i64::try_from(ok).unwrap() - i64::try_from(moved).unwrap(),
+        failed_over.as_secs_f64(),
+        minority.ok,
+    ));
+    assert!(
+        majority.ok > 0,
+        "the other side served nothing: {majority:?}"
+    );
+    assert!(
+        moved >= ok,
+        "views answered 200 were lost in the split: {moved} < {ok}"
+    );
+    assert!(
+        moved <= ok + failed,
+        "views counted twice: {moved} > {ok} + {failed}"
+    );
 }
 
 fn down_leaves_nothing_behind() {
