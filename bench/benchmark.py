@@ -13,6 +13,8 @@ Starts a private redis-server and the release web-fe on free loopback ports, the
   * for each wrk run, the whole machine's CPU time per request (/proc/stat), and Redis's
     own time per visit script (INFO commandstats): where a counted view's cost goes
   * loaded (peak) RSS of web-fe
+  * the replicated set-up of the stack: a master with one replica attached, each view
+    answered once the replica confirms it (WAIT): /api with keep-alive and / without
   * the cost of Redis persistence: /api with keep-alive against Redis without persistence,
     with the append-only file synced every second (compose and stack default) and on
     every write (survives a machine crash too)
@@ -240,6 +242,7 @@ def main():
         stop(redis)
     nginx = {k: nginx_ceiling(args.seconds, data_dir, k) for k in ("off", "on")}
     persistence = persistence_runs(args.seconds, data_dir)
+    replicated = replicated_runs(args.seconds, data_dir)
     history = history_run(args.seconds, data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -286,6 +289,12 @@ def main():
     print(f"A big board: {history['replicas']:,} replicas in Redis, / with keep-alive: "
           f"page {history['page_bytes']:,} bytes, {history['rps']:,.0f} req/s, "
           f"p99 {history['p99_ms']:.2f} ms")
+    print("Replicated (master + 1 replica, WAIT 1 per view, as the stack), same machine:")
+    for path, keep_alive, r in replicated:
+        single = rates[(path, keep_alive)]
+        print(f"  {path:5} keep-alive {keep_alive:3} {r['rps']:>10,.0f} req/s  p99 {r['p99_ms']:.2f} ms  "
+              f"{r['rps'] / incr_rps:.2f} x INCR, {r['rps'] / single:.2f} x single Redis  "
+              f"errors {r['non2xx']}")
     print("Redis persistence, /api with keep-alive:")
     for name, r in persistence:
         print(f"  {name:34} {r['rps']:>10,.0f} req/s  p99 {r['p99_ms']:.2f} ms")
@@ -335,6 +344,45 @@ def wait_for_board(port):
                 return
         time.sleep(0.05)
     sys.exit("benchmark: no heartbeat within 10 s")
+
+
+def replicated_runs(seconds, data_dir):
+    """The stack's Redis copies in small: a master that refuses writes without a replica,
+    one replica attached, and web-fe waiting for it (WAIT 1) on every view."""
+    master_port, replica_port = free_port(), free_port()
+    master = start_redis(master_port, ["--appendonly", "yes", "--dbfilename", "master.rdb",
+                                       "--appendfilename", "master.aof",
+                                       "--min-replicas-to-write", "1",
+                                       "--min-replicas-max-lag", "5"], data_dir)
+    replica = start_redis(replica_port, ["--appendonly", "yes", "--dbfilename", "replica.rdb",
+                                         "--appendfilename", "replica.aof",
+                                         "--replicaof", "127.0.0.1", str(master_port)],
+                          data_dir)
+    results = []
+    try:
+        for path, keep_alive in (("/api", "on"), ("/", "off")):
+            port = free_port()
+            web, _ = start_web(port, master_port, keep_alive)
+            try:
+                wait_for_copies(port, 2)
+                results.append((path, keep_alive, wrk(port, path, seconds, close=(keep_alive == "off"))))
+            finally:
+                stop(web)
+    finally:
+        stop(replica)
+        stop(master)
+    return results
+
+
+def wait_for_copies(port, wanted):
+    """Views wait for a replica once the heartbeat has seen it on the master."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/board") as answer:
+            if len(json.load(answer).get("redis_copies", [])) >= wanted:
+                return
+        time.sleep(0.1)
+    sys.exit(f"benchmark: the board did not list {wanted} Redis copies within 20 s")
 
 
 PERSISTENCE = [

@@ -50,11 +50,23 @@ other_copy_up() {
   return 1
 }
 
+# Tells the master, every 10 s, which node this copy runs on, for the board (Redis itself
+# does not know). Runs beside redis-server for the life of the container.
+announce_node() {
+  [ -n "${NODE:-}" ] || return 0
+  while sleep 2; do
+    master=$(ask get-master-addr-by-name "$MASTER_NAME" | head -n 1) || true
+    [ -z "$master" ] || cli -h "$master" HSET redis:copies "$me" "$NODE" >/dev/null || true
+    sleep 8
+  done
+}
+
 # A master that no replica has confirmed for 5 s refuses writes: a master cut off from
 # every replica stops counting views that a failover would lose. (web-fe's WAIT covers the
 # seconds before that.) A replica syncs at once rather than after the default 5 s pause.
 serve() {
   log "$1"
+  announce_node &
   exec redis-server - <<CONF
 requirepass $pass
 masterauth $pass

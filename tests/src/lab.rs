@@ -254,10 +254,22 @@ impl Lab {
         ok.then_some(out)
     }
 
-    /// The master's node and container, once the master is on none of `nodes` (the
-    /// Sentinels are asked to fail over until it is).
+    /// The master's node and container, once the master is on none of `nodes`. The copies
+    /// there are made unfit to lead (`replica-priority 0`) while the Sentinels are asked to
+    /// fail over, or they could hand the role back and forth between those nodes.
     pub fn master_off(&self, nodes: &[&str]) -> (String, String) {
-        wait_for(&format!("the Redis master off {nodes:?}"), SETTLE, || {
+        let avoided: Vec<_> = self
+            .copies()
+            .into_iter()
+            .filter(|(node, _, _)| nodes.contains(&node.as_str()))
+            .collect();
+        let set_priority = |priority: &str| {
+            for (node, copy, _) in &avoided {
+                self.redis_cli(node, copy, &format!("config set replica-priority {priority}"));
+            }
+        };
+        set_priority("0");
+        let found = wait_for(&format!("the Redis master off {nodes:?}"), SETTLE, || {
             let (at, copy) = self.master_copy();
             if !nodes.contains(&at.as_str()) {
                 return Some((at, copy));
@@ -265,7 +277,9 @@ impl Lab {
             self.failover();
             std::thread::sleep(Duration::from_secs(3));
             None
-        })
+        });
+        set_priority("100");
+        found
     }
 
     /// Asks a Sentinel to hand the master's role to a replica.

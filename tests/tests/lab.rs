@@ -390,6 +390,7 @@ fn losing_the_master_machine_fails_over_and_loses_no_view(lab: &Lab, browser: &B
     // The lab is driven through manager1, so the master is moved off it before its machine dies.
     let (victim, _) = lab.master_off(&["manager1"]);
     let mut first_200 = Duration::ZERO;
+    let mut now_at = String::new();
     under_load(
         lab,
         "Redis master's machine killed",
@@ -399,7 +400,7 @@ fn losing_the_master_machine_fails_over_and_loses_no_view(lab: &Lab, browser: &B
             docker_ok(&["kill", &Lab::machine(&victim)]);
             lab.wait_for_answer("a 200 after the master's machine died", "200");
             first_200 = killed.elapsed();
-            let (now_at, _) = lab.master_copy();
+            (now_at, _) = lab.master_copy();
             format!(
                 "{now_at} is the master; first 200 {:.1} s after the kill",
                 first_200.as_secs_f64()
@@ -410,9 +411,10 @@ fn losing_the_master_machine_fails_over_and_loses_no_view(lab: &Lab, browser: &B
         first_200 < Duration::from_secs(10),
         "200s came back after {first_200:?}"
     );
-    browser.until("the board listing the Redis copies", SETTLE_BOARD, |b| {
+    // The board names the new master and its node.
+    browser.until("the board listing the new master", SETTLE_BOARD, |b| {
         b.text("#redis-copies")
-            .is_some_and(|t| t.contains("master"))
+            .is_some_and(|t| t.contains(&format!("master on {now_at}")))
     });
     browser.screenshot("lab-board-after-failover");
     let before = lab.hits();

@@ -22,6 +22,9 @@ const HITS: &str = "hits";
 const SERVED: &str = "replicas:served";
 const PRESENCE: &str = "replicas:presence";
 const BEATS: &str = "replicas:heartbeat";
+/// Redis copy name -> the swarm node it runs on, which each copy of the stack writes to
+/// the master (redis/copy.sh): Redis itself does not know its node.
+const COPY_NODES: &str = "redis:copies";
 
 /// Counts a view once per visit key, atomically, with the views its replica served. A
 /// retry of the same visit (after a connection broke with the outcome unknown) finds the

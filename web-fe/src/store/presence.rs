@@ -1,11 +1,12 @@
 //! Presence in Redis: each replica's heartbeat, and the board read back with it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Value;
 
 use super::link::Link;
-use super::{BEATS, HITS, PRESENCE, Replication, SERVED, StoreError};
+use super::{BEATS, COPY_NODES, HITS, PRESENCE, Replication, SERVED, StoreError};
 use crate::configuration::RedisSettings;
 
 /// Reads back this many replicas at most, the most recently heard from: a beat's cost stays
@@ -46,6 +47,8 @@ pub struct Copy {
     pub master: bool,
     /// Bytes of the master's stream this replica has not confirmed; 0 for the master.
     pub behind: u64,
+    /// The swarm node it runs on, when the copy said so.
+    pub node: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -111,7 +114,16 @@ impl PresenceStore {
             .invoke_async(&mut conn)
             .await?;
         let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
-        let copies = copies(&self.link.address(), &role);
+        // Only a name on the board: a key someone else filled differently just leaves it out.
+        let nodes: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(COPY_NODES)
+            .query_async(&mut conn)
+            .await
+            .or_else(|e| match e.code() {
+                Some("WRONGTYPE") => Ok(HashMap::new()),
+                _ => Err(e),
+            })?;
+        let copies = with_nodes(copies(&self.link.address(), &role), &nodes);
         self.replication
             .set(u32::try_from(copies.len().saturating_sub(1)).unwrap_or(u32::MAX));
         let (now_ms, hosts, times, beats, served, known, hits, repairs) = reply;
@@ -142,6 +154,7 @@ fn copies(master: &str, role: &[Value]) -> Vec<Copy> {
         address: master.to_owned(),
         master: true,
         behind: 0,
+        node: None,
     }];
     copies.extend(replicas.iter().filter_map(|replica| {
         let Value::Array(fields) = replica else {
@@ -153,8 +166,21 @@ fn copies(master: &str, role: &[Value]) -> Vec<Copy> {
             address: format!("{host}:{port}"),
             master: false,
             behind: offset.saturating_sub(confirmed),
+            node: None,
         })
     }));
+    copies
+}
+
+/// Names each copy's node, looked up by its host name (`redis-2` of `redis-2:6379`).
+fn with_nodes(mut copies: Vec<Copy>, nodes: &HashMap<String, String>) -> Vec<Copy> {
+    for copy in &mut copies {
+        let host = copy
+            .address
+            .rsplit_once(':')
+            .map_or(copy.address.as_str(), |(h, _)| h);
+        copy.node = nodes.get(host).cloned();
+    }
     copies
 }
 
@@ -212,6 +238,13 @@ mod tests {
             ]
         );
         assert!(copies("redis-2:6379", &[bulk("slave"), bulk("redis-1")]).is_empty());
+
+        let nodes = HashMap::from([("redis-3".to_owned(), "worker1".to_owned())]);
+        let named: Vec<_> = with_nodes(found, &nodes)
+            .into_iter()
+            .map(|c| c.node)
+            .collect();
+        assert_eq!(named, [None, None, Some("worker1".to_owned())]);
     }
 
     #[test]
