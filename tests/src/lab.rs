@@ -195,14 +195,24 @@ impl Lab {
             .unwrap_or(0)
     }
 
-    /// The node and container of the Redis copy that says it is the master (`ROLE`).
+    /// The node and container of the Redis copy that says it is the master (`ROLE`). Just
+    /// after a failover the old master may still say so for a few seconds, with no
+    /// replica: the master is the one with the most replicas.
     pub fn master_copy(&self) -> (String, String) {
         wait_for("a Redis copy that is the master", SETTLE, || {
             self.copies()
                 .into_iter()
-                .find(|(_, _, role)| role == "master")
+                .filter(|(_, _, role)| role == "master")
+                .max_by_key(|(node, copy, _)| self.replicas_of(node, copy))
                 .map(|(node, copy, _)| (node, copy))
         })
+    }
+
+    /// How many replicas the master copy in `container` lists (`ROLE`).
+    pub fn replicas_of(&self, node: &str, container: &str) -> usize {
+        // A master's ROLE: "master", its offset, then host, port, offset per replica.
+        self.redis_cli(node, container, "role")
+            .map_or(0, |role| role.lines().count().saturating_sub(2) / 3)
     }
 
     /// Every Redis copy that answers: its node, container and role (`master` or `slave`).

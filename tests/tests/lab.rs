@@ -309,6 +309,11 @@ fn losing_quorum_refuses_changes_but_keeps_serving(lab: &Lab) {
             .0
     });
     lab.wait_replicas(10);
+    // The copies on the stopped managers start again and catch up with the master.
+    lab.settle("the Redis master with both replicas again", || {
+        let (node, copy) = lab.master_copy();
+        lab.replicas_of(&node, &copy) == 2
+    });
 }
 
 /// Versions of the replicas the page's board shows serving.
