@@ -92,15 +92,10 @@ impl Lab {
     /// Running web-fe tasks per node hostname.
     pub fn tasks_by_node(&self) -> BTreeMap<String, usize> {
         let mut nodes = BTreeMap::new();
-        let listing = self.docker(&[
-            "service",
-            "ps",
+        let listing = self.docker(&crate::swarm::service_ps_args(
             WEB,
-            "--filter",
-            "desired-state=running",
-            "--format",
             "{{.Node}} {{.CurrentState}}",
-        ]);
+        ));
         for line in listing.lines().filter(|l| l.contains(" Running")) {
             let node = line.split_whitespace().next().unwrap_or_default();
             *nodes.entry(node.to_owned()).or_default() += 1;
@@ -110,26 +105,36 @@ impl Lab {
 
     /// `hostname: (status, availability, manager status)` from `docker node ls`.
     pub fn nodes(&self) -> BTreeMap<String, (String, String, String)> {
-        self.docker(&[
+        self.try_nodes()
+            .expect("docker node ls answers on manager1")
+    }
+
+    /// The same, or `None` while the managers cannot answer (no leader for a moment, as
+    /// after a manager comes back from a split).
+    fn try_nodes(&self) -> Option<BTreeMap<String, (String, String, String)>> {
+        let (ok, listing) = self.try_docker(&[
             "node",
             "ls",
             "--format",
             "{{.Hostname}}|{{.Status}}|{{.Availability}}|{{.ManagerStatus}}",
-        ])
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split('|').map(str::to_owned);
-            Some((
-                f.next()?,
-                (f.next()?, f.next()?, f.next().unwrap_or_default()),
-            ))
-        })
-        .collect()
+        ]);
+        ok.then_some(())?;
+        let nodes = listing
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split('|').map(str::to_owned);
+                Some((
+                    f.next()?,
+                    (f.next()?, f.next()?, f.next().unwrap_or_default()),
+                ))
+            })
+            .collect();
+        Some(nodes)
     }
 
     pub fn wait_node(&self, node: &str, status: &str) {
         wait_for(&format!("node {node} {status}"), SETTLE, || {
-            self.nodes()
+            self.try_nodes()?
                 .get(node)
                 .filter(|(s, _, _)| s == status)
                 .map(drop)
@@ -242,18 +247,10 @@ impl Lab {
 
     /// Nodes where `service` has a task that should be running.
     pub fn service_nodes(&self, service: &str) -> BTreeSet<String> {
-        self.docker(&[
-            "service",
-            "ps",
-            service,
-            "--filter",
-            "desired-state=running",
-            "--format",
-            "{{.Node}}",
-        ])
-        .lines()
-        .map(str::to_owned)
-        .collect()
+        self.docker(&crate::swarm::service_ps_args(service, "{{.Node}}"))
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `redis-cli <command>` in a copy's container, with the password from its secret.
@@ -275,7 +272,11 @@ impl Lab {
             .collect();
         let set_priority = |priority: &str| {
             for (node, copy, _) in &avoided {
-                self.redis_cli(node, copy, &format!("config set replica-priority {priority}"));
+                self.redis_cli(
+                    node,
+                    copy,
+                    &format!("config set replica-priority {priority}"),
+                );
             }
         };
         set_priority("0");

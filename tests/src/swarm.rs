@@ -62,19 +62,25 @@ pub fn remove_stack(stack: &str) {
     );
 }
 
-pub fn running_tasks(service: &str) -> usize {
-    docker_ok(&[
+/// `docker service ps` of the tasks of `service` that should be running, one `format`
+/// line each.
+pub fn service_ps_args<'a>(service: &'a str, format: &'a str) -> [&'a str; 7] {
+    [
         "service",
         "ps",
         service,
         "--filter",
         "desired-state=running",
         "--format",
-        "{{.CurrentState}}",
-    ])
-    .lines()
-    .filter(|s| s.starts_with("Running"))
-    .count()
+        format,
+    ]
+}
+
+pub fn running_tasks(service: &str) -> usize {
+    docker_ok(&service_ps_args(service, "{{.CurrentState}}"))
+        .lines()
+        .filter(|s| s.starts_with("Running"))
+        .count()
 }
 
 pub fn service_containers(service: &str) -> Vec<String> {
