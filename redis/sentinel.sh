@@ -43,11 +43,12 @@ watching() {
   esac
 }
 
-# Quorum 2 of 3 Sentinels: two must see the master down before a failover starts.
+# Quorum 2 of 3 Sentinels: two must see the master down before a failover starts. A failover
+# that did not finish may be tried again after twice the failover timeout: 10 s, not 20.
 adopt() {
   cli -p 26379 SENTINEL MONITOR "$MASTER_NAME" "$1" 6379 2 >/dev/null &&
     cli -p 26379 SENTINEL SET "$MASTER_NAME" auth-pass "$pass" \
-      down-after-milliseconds 3000 failover-timeout 10000 >/dev/null
+      down-after-milliseconds 3000 failover-timeout 5000 >/dev/null
 }
 
 adopt_master() {

@@ -109,8 +109,11 @@ fn forced_updates_of_the_redis_copies_and_the_sentinels_lose_no_view() {
         "Redis copies and Sentinels restarted one by one",
         "`docker service update --force` of redis, then of sentinel",
         || {
-            assert!(update(&redis, &["--force"]).status.success());
-            assert!(update(&sentinel, &["--force"]).status.success());
+            for service in [&redis, &sentinel] {
+                let out = update(service, &["--force"]);
+                let said = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "update of {service} failed: {said}");
+            }
         },
     );
     // Every copy restarted, the master too: one copy is the master, the others its replicas.
