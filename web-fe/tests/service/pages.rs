@@ -48,9 +48,15 @@ async fn page_shows_count_hostname_version_and_the_board() {
         "{body}"
     );
     assert!(body.contains(r#"href="/?refresh=2""#), "{body}");
+    // One view, in the singular; two, in the plural.
+    assert!(
+        body.contains(&format!("<title>1 view · served by {hostname}</title>")),
+        "{body}"
+    );
 
     let second = text(&http, &web.url("/")).await;
     assert!(second.contains(r#"aria-labelledby="count-label">2</p>"#));
+    assert!(second.contains(&format!("<title>2 views · served by {hostname}</title>")));
     assert_eq!(redis.hits(), 2);
 }
 
