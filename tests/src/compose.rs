@@ -6,14 +6,14 @@ use crate::images::{WEB_FE_IMAGE, builder_image, redis_image};
 use crate::runner::{Cleanup, checked, docker_ok, repo_root};
 
 /// The `hits` key, read inside the Redis container with the password from its secret.
+/// A shell command for a Redis container: `redis-cli <args>` with the password from the
+/// redis-password secret, kept out of the command line.
+pub fn redis_cli(args: &str) -> String {
+    format!("REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli {args}")
+}
+
 pub fn redis_hits(redis_container: &str) -> u64 {
-    let value = docker_ok(&[
-        "exec",
-        redis_container,
-        "sh",
-        "-c",
-        "REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli get hits",
-    ]);
+    let value = docker_ok(&["exec", redis_container, "sh", "-c", &redis_cli("get hits")]);
     match value.as_str() {
         "" => 0,
         text => text

@@ -225,24 +225,24 @@ impl Lab {
     pub fn copies(&self) -> Vec<(String, String, String)> {
         let mut found = Vec::new();
         for node in NODES {
-            let (ok, ids) = self.try_on(
-                node,
-                &[
-                    "docker",
-                    "ps",
-                    "-q",
-                    "--filter",
-                    &format!("label=com.docker.swarm.service.name={REDIS}"),
-                ],
-            );
-            for id in ids.lines().filter(|_| ok) {
-                if let Some(role) = self.redis_cli(node, id, "role") {
+            for id in self.containers_on(node, REDIS) {
+                if let Some(role) = self.redis_cli(node, &id, "role") {
                     let role = role.lines().next().unwrap_or_default().to_owned();
-                    found.push((node.to_owned(), id.to_owned(), role));
+                    found.push((node.to_owned(), id, role));
                 }
             }
         }
         found
+    }
+
+    /// The running containers of `service` on `node`; none when the node does not answer.
+    fn containers_on(&self, node: &str, service: &str) -> Vec<String> {
+        let label = format!("label=com.docker.swarm.service.name={service}");
+        let (ok, ids) = self.try_on(node, &["docker", "ps", "-q", "--filter", &label]);
+        if !ok {
+            return Vec::new();
+        }
+        ids.lines().map(str::to_owned).collect()
     }
 
     /// Nodes where `service` has a task that should be running.
@@ -255,8 +255,7 @@ impl Lab {
 
     /// `redis-cli <command>` in a copy's container, with the password from its secret.
     fn redis_cli(&self, node: &str, container: &str, command: &str) -> Option<String> {
-        let script =
-            format!("REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli {command}");
+        let script = crate::compose::redis_cli(command);
         let (ok, out) = self.try_on(node, &["docker", "exec", container, "sh", "-c", &script]);
         ok.then_some(out)
     }
@@ -296,19 +295,9 @@ impl Lab {
     /// Asks a Sentinel to hand the master's role to a replica.
     fn failover(&self) {
         for node in self.service_nodes(SENTINEL) {
-            let (_, ids) = self.try_on(
-                &node,
-                &[
-                    "docker",
-                    "ps",
-                    "-q",
-                    "--filter",
-                    &format!("label=com.docker.swarm.service.name={SENTINEL}"),
-                ],
-            );
-            if let Some(id) = ids.lines().next() {
-                let script = "REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli -p 26379 sentinel failover counter";
-                let (ok, _) = self.try_on(&node, &["docker", "exec", id, "sh", "-c", script]);
+            if let Some(id) = self.containers_on(&node, SENTINEL).first() {
+                let script = crate::compose::redis_cli("-p 26379 sentinel failover counter");
+                let (ok, _) = self.try_on(&node, &["docker", "exec", id, "sh", "-c", &script]);
                 if ok {
                     return;
                 }

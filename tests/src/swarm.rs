@@ -160,13 +160,8 @@ pub fn redis_master(stack: &str) -> String {
 
 /// `master` or `slave`, as the copy in `container` answers `ROLE`.
 pub fn redis_role(container: &str) -> Option<String> {
-    let out = docker(&[
-        "exec",
-        container,
-        "sh",
-        "-c",
-        "REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli role | head -n 1",
-    ]);
+    let script = format!("{} | head -n 1", crate::compose::redis_cli("role"));
+    let out = docker(&["exec", container, "sh", "-c", &script]);
     let role = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     (out.status.success() && !role.is_empty()).then_some(role)
 }
