@@ -18,7 +18,9 @@ REDIS_IMAGE=counter-offline/redis:$SUITE
 # For the many-machines lab (lab/swarm): Docker nodes and the registry they pull from.
 NODE_IMAGE=counter-offline/dind:$SUITE
 REGISTRY_IMAGE=counter-offline/registry:$SUITE
-ALL_IMAGES=("$BASE_IMAGE" "$BUILDER_IMAGE" "$REDIS_IMAGE" "$NODE_IMAGE" "$REGISTRY_IMAGE")
+# The lab's page: the balancer in front of the replicas.
+PAGE_IMAGE=counter-offline/haproxy:$SUITE
+ALL_IMAGES=("$BASE_IMAGE" "$BUILDER_IMAGE" "$REDIS_IMAGE" "$NODE_IMAGE" "$REGISTRY_IMAGE" "$PAGE_IMAGE")
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
 die() { echo "offline-images: $*" >&2; exit 1; }
@@ -154,4 +156,11 @@ YAML
   import "$work/registry" "$REGISTRY_IMAGE" --change 'EXPOSE 5000' \
     --change 'VOLUME /var/lib/registry' \
     --change 'CMD ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/config.yml"]'
+fi
+
+# haproxy stand-in: Debian's HAProxy, on PATH like the official image's.
+if $force || ! have_image "$PAGE_IMAGE"; then
+  cp -a "$base" "$work/haproxy"
+  chroot_install "$work/haproxy" haproxy
+  import "$work/haproxy" "$PAGE_IMAGE" --change 'CMD ["haproxy", "-f", "/etc/haproxy/haproxy.cfg"]'
 fi

@@ -248,8 +248,7 @@ impl Balancer {
         )
     }
 
-    /// Over any addresses: loopback, or containers on the project's own networks.
-    pub fn to(backends: Vec<SocketAddr>) -> Self {
+    fn to(backends: Vec<SocketAddr>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("balancer port");
         let port = listener.local_addr().expect("address").port();
         std::thread::spawn(move || {

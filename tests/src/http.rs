@@ -20,10 +20,12 @@ fn agent() -> &'static ureq::Agent {
 
 /// A GET to 127.0.0.1:`port`: status and body, or None if nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut response = agent()
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .call()
-        .ok()?;
+    http_get_at(([127, 0, 0, 1], port).into(), path)
+}
+
+/// A GET to any address: loopback, or a container on the project's own networks.
+pub fn http_get_at(address: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut response = agent().get(format!("http://{address}{path}")).call().ok()?;
     let status = response.status().as_u16();
     let body = response.body_mut().read_to_string().ok()?;
     Some((status, body))

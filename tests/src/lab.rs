@@ -29,6 +29,23 @@ pub fn registry_image() -> String {
     image_setting("LAB_REGISTRY_IMAGE", "counter-offline/registry:bookworm")
 }
 
+pub fn page_image() -> String {
+    image_setting("LAB_PAGE_IMAGE", "counter-offline/haproxy:bookworm")
+}
+
+/// Where `lab/swarm` publishes the lab's page on this machine (`LAB_PAGE`, as the script
+/// reads it).
+pub fn page_address() -> std::net::SocketAddr {
+    let setting = std::env::var("LAB_PAGE").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    let address: std::net::SocketAddr = setting
+        .parse()
+        .unwrap_or_else(|_| panic!("LAB_PAGE={setting:?}: expected address:port"));
+    match address.ip().is_unspecified() {
+        true => (std::net::Ipv4Addr::LOCALHOST, address.port()).into(),
+        false => address,
+    }
+}
+
 /// A lab that is up; `down` runs when it is dropped, passed or failed.
 pub struct Lab {
     /// The client image, as the nodes pull it from the lab registry.
@@ -353,16 +370,6 @@ impl Lab {
         }
     }
 
-    /// Starts a named client container on the overlay network (replacing one a killed run
-    /// left) with `options` and `command`, on manager1; returns its name.
-    fn start_client(&self, role: &str, options: &[&str], command: &[&str]) -> String {
-        let name = format!("counter-lab-{role}-{}", std::process::id());
-        let _ = self.try_docker(&["rm", "-f", &name]);
-        let run = ["run", "-d", "--name", &name, "--network", NETWORK];
-        self.docker(&[&run[..], options, &[&self.client], command].concat());
-        name
-    }
-
     /// Cuts `node`'s machine off the lab network: it runs on, alone.
     pub fn cut_off(&self, node: &str) {
         crate::docker_ok(&["network", "disconnect", LAB_NETWORK, &Self::machine(node)]);
@@ -422,63 +429,12 @@ fn lab(args: &[&str]) -> Command {
         .args(args)
         .env("LAB_NODE_IMAGE", node_image())
         .env("LAB_REGISTRY_IMAGE", registry_image())
+        .env("LAB_PAGE_IMAGE", page_image())
         .env("REDIS_IMAGE", redis_image());
     command
 }
 
-/// Relays each connection to one of `tasks.web-fe`, from a container on the overlay
-/// network. Perl is in every Debian image (`perl-base` is essential), so the client image
-/// needs nothing more. It ends by itself after 30 minutes.
-const RELAY_SCRIPT: &str = r#"
-use IO::Socket::INET;
-$SIG{CHLD} = "IGNORE";
-alarm 1800;
-my $listen = IO::Socket::INET->new(LocalPort => 8080, Listen => 128, ReuseAddr => 1) or die "listen: $!";
-while (1) {
-    my $client = $listen->accept or next;
-    my $pid = fork;
-    if (!defined $pid || $pid) { close $client; next }
-    alarm 0;
-    close $listen;
-    my $server = IO::Socket::INET->new(PeerAddr => "tasks.web-fe:8080", Timeout => 2) or exit 1;
-    my $up = fork;
-    if (!$up) { pump($client, $server); shutdown($server, 1); exit 0 }
-    pump($server, $client);
-    shutdown($client, 1);
-    kill "TERM", $up;
-    exit 0;
-}
-sub pump { my ($from, $to) = @_; my $buf; while (sysread($from, $buf, 65536)) { syswrite($to, $buf) or last } }
-"#;
-
-/// The replicas, reachable from this machine through a relay on manager1: what the
-/// routing mesh would give on a kernel with IPVS. Removed on drop.
-pub struct LabRelay<'a> {
-    lab: &'a Lab,
-    name: String,
-    /// manager1's address and the relay's port there.
-    pub address: std::net::SocketAddr,
-}
-
 impl Lab {
-    pub fn relay(&self) -> LabRelay<'_> {
-        const PORT: u16 = 18080;
-        let publish = format!("{PORT}:8080");
-        let name = self.start_client("relay", &["-p", &publish], &["perl", "-e", RELAY_SCRIPT]);
-        let ip = crate::docker_ok(&[
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &Self::machine("manager1"),
-        ]);
-        let address = format!("{ip}:{PORT}").parse().expect("manager1's address");
-        LabRelay {
-            lab: self,
-            name,
-            address,
-        }
-    }
-
     /// Reads the board from the overlay network, through manager1's engine.
     pub fn board_watcher(&self) -> crate::board::BoardWatcher<'_> {
         crate::board::BoardWatcher::start(
@@ -486,11 +442,5 @@ impl Lab {
             NETWORK,
             &self.client,
         )
-    }
-}
-
-impl Drop for LabRelay<'_> {
-    fn drop(&mut self) {
-        let _ = self.lab.try_docker(&["rm", "-f", &self.name]);
     }
 }

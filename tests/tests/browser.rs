@@ -1,10 +1,13 @@
 //! The page as a person sees it, in a real headless Chromium: count and replica first,
 //! a reload counts one more, reloads over new connections reach other replicas and the
 //! board lists them, Redis down is said in plain words, light, dark and phone layouts, and
-//! the board follows replicas as they come and go without a reload.
+//! the board follows replicas as they come and go without a reload, and a page whose
+//! stream is refused reads the board instead until a stream is free.
 //! Screenshots of each state are left in target/screenshots/.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use e2e::browser::{Balancer, Browser, is_png};
@@ -53,12 +56,15 @@ fn replicas(compose: &Compose) -> Vec<Replica> {
 /// A compose project of `n` web-fe replicas, each ready on its own loopback port; the
 /// project is removed when the returned guard drops.
 fn scaled_project(tag: &str, n: usize) -> (Compose, Cleanup, Vec<Replica>) {
+    project(Compose::v2(tag).with_override("scaled.yml"), n)
+}
+
+fn project(compose: Compose, n: usize) -> (Compose, Cleanup, Vec<Replica>) {
     build_web_fe_image();
-    let compose = Compose::v2(tag).with_override("scaled.yml");
     let cleanup = compose.cleanup();
     compose.run(&["up", "-d", "--scale", &format!("web-fe={n}")]);
     let started = replicas(&compose);
-    assert_eq!(started.len(), n, "replicas of {tag}");
+    assert_eq!(started.len(), n, "replicas of {}", compose.project);
     (compose, cleanup, started)
 }
 
@@ -307,4 +313,47 @@ fn the_board_follows_replicas_coming_and_going_without_a_reload() {
     );
     assert!(same_page(&browser), "the page reloaded");
     browser.screenshot("board-stream-reconnected");
+}
+
+#[test]
+fn a_page_whose_stream_is_refused_still_follows_the_count() {
+    let _lock = exclusive();
+    let (_compose, _cleanup, replicas) = project(
+        Compose::v2("refused")
+            .with_override("scaled.yml")
+            .with_override("few-streams.yml"),
+        1,
+    );
+    let port = replicas[0].port;
+    // Another watcher holds the replica's only stream.
+    let mut holder = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    holder
+        .write_all(b"GET /api/board/stream HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut first = [0; 12];
+    holder.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.0 200");
+
+    let browser = Browser::start();
+    browser.open(&format!("http://127.0.0.1:{port}/"));
+    let state =
+        |b: &Browser| b.script("return document.getElementById('stream-status').dataset.state");
+    browser.until("the page polling", Duration::from_secs(5), |b| {
+        state(b) == "polling"
+    });
+    let before = count(&browser);
+    for _ in 0..3 {
+        assert_eq!(http_get(port, "/api").map(|(s, _)| s), Some(200));
+    }
+    let followed = browser.until("the count, read", Duration::from_secs(10), |b| {
+        count(b) == before + 3
+    });
+    println!("stream refused: the page showed 3 more views {followed:?} after");
+    browser.screenshot("board-stream-refused");
+
+    // The watcher leaves: after Retry-After, the page streams again.
+    drop(holder);
+    browser.until("the page live again", Duration::from_secs(20), |b| {
+        state(b) == "live"
+    });
 }

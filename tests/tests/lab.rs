@@ -3,17 +3,18 @@
 //! registry; faults hit whole machines under bounded load from a client on the overlay
 //! network. One scenario, in order: each step starts from the state the last one left.
 //! The board follows it all, read from the overlay network and watched in a headless
-//! Chromium through a relay on manager1; its screenshots go to target/screenshots/lab-*.
+//! Chromium on the lab's page, which `lab/swarm` publishes on this machine (127.0.0.1:5000
+//! unless `LAB_PAGE` says otherwise); its screenshots go to target/screenshots/lab-*.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use e2e::board::BoardWatcher;
-use e2e::browser::{Balancer, Browser};
-use e2e::lab::{Lab, REDIS, SENTINEL, WEB};
+use e2e::browser::Browser;
+use e2e::lab::{Lab, REDIS, SENTINEL, WEB, page_address};
 use e2e::{
     LoadReport, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant, docker, docker_ok,
-    exclusive, reliability_row,
+    exclusive, http_get_at, reliability_row,
 };
 
 const V2_IMAGE: &str = "counter-web-fe:lab-v2";
@@ -32,13 +33,12 @@ fn a_five_node_swarm_runs_the_walkthrough_across_machines() {
     the_swarm_has_three_managers_and_two_workers(&lab);
     lab.deploy();
     replicas_spread_over_nodes_and_share_one_count(&lab);
+    the_page_on_this_machine_reaches_replicas_on_several_nodes();
     report_cost(&lab);
     {
         let watcher = lab.board_watcher();
-        let relay = lab.relay();
-        let balancer = Balancer::to(vec![relay.address]);
         let browser = Browser::start();
-        the_board_groups_every_replica_by_node(&lab, &watcher, &browser, &balancer);
+        the_board_groups_every_replica_by_node(&lab, &watcher, &browser);
         losing_a_replica_machine_heals_and_it_rejoins(&lab);
         draining_a_worker_moves_its_tasks_and_loses_nothing(&lab, &watcher);
         losing_quorum_refuses_changes_but_keeps_serving(&lab);
@@ -95,12 +95,31 @@ fn replicas_spread_over_nodes_and_share_one_count(lab: &Lab) {
     assert_eq!(lab.hits() - before, 80);
 }
 
-fn the_board_groups_every_replica_by_node(
-    lab: &Lab,
-    watcher: &BoardWatcher,
-    browser: &Browser,
-    balancer: &Balancer,
-) {
+/// What a person at this machine gets from `lab/swarm deploy`: a page on loopback, each
+/// new connection to another replica.
+fn the_page_on_this_machine_reaches_replicas_on_several_nodes() {
+    let page = page_address();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for _ in 0..30 {
+        let (status, body) = http_get_at(page, "/api?close").expect("the lab's page answers");
+        assert_eq!(status, 200, "{body}");
+        let view: serde_json::Value = serde_json::from_str(&body).expect("a view");
+        seen.insert(
+            view["hostname"].as_str().unwrap().to_owned(),
+            view["node"].as_str().unwrap().to_owned(),
+        );
+    }
+    let nodes: BTreeSet<&String> = seen.values().collect();
+    println!(
+        "http://{page}: 30 new connections reached {} replicas on {} nodes",
+        seen.len(),
+        nodes.len()
+    );
+    assert!(seen.len() >= 3, "replicas reached: {seen:?}");
+    assert!(nodes.len() >= 2, "nodes reached: {seen:?}");
+}
+
+fn the_board_groups_every_replica_by_node(lab: &Lab, watcher: &BoardWatcher, browser: &Browser) {
     let spread = lab.tasks_by_node();
     let (_, board) = watcher.wait("10 live replicas", Duration::from_secs(10), |b| {
         b.live().len() == 10
@@ -115,7 +134,7 @@ fn the_board_groups_every_replica_by_node(
     );
 
     browser.set_window(1280, 1000);
-    browser.open(&balancer.url());
+    browser.open(&format!("http://{}/", page_address()));
     browser.until("10 replicas, live", Duration::from_secs(15), |b| {
         b.serving().len() == 10
             && b.script("return document.getElementById('stream-status').dataset.state") == "live"

@@ -72,6 +72,11 @@ pub struct ServerSettings {
     /// Open connections per replica, 16-65536; more wait in the kernel's queue.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=65_536))]
     pub max_connections: u32,
+    /// Board streams (/api/board/stream) served at once, 1-32768 and at most half of
+    /// MAX_CONNECTIONS; more get a 503 with Retry-After, so watchers never take the
+    /// connections that views need.
+    #[arg(long, env = "MAX_BOARD_STREAMS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=32_768))]
+    pub max_board_streams: u32,
     /// After SIGTERM/SIGINT, keep serving this long (readiness fails), 0-10m.
     #[arg(long, env = "SHUTDOWN_DRAIN", default_value = "0", value_parser = duration_in(ZERO..=secs(600)))]
     pub shutdown_drain: Duration,
@@ -249,8 +254,33 @@ impl Cli {
     pub fn from_env() -> Result<Self, StartError> {
         reject_non_utf8()?;
         let mut cli = Self::try_parse().map_err(StartError::Cli)?;
-        cli.settings.redis.resolve().map_err(StartError::Config)?;
+        cli.settings.complete().map_err(StartError::Config)?;
         Ok(cli)
+    }
+}
+
+impl Settings {
+    /// What clap checks one value at a time cannot: rules between values, and the Redis
+    /// target.
+    fn complete(&mut self) -> Result<(), ConfigError> {
+        self.server.check()?;
+        self.redis.resolve()
+    }
+}
+
+impl ServerSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.max_board_streams > self.max_connections / 2 {
+            return Err(ConfigError {
+                var: "MAX_BOARD_STREAMS".into(),
+                value: self.max_board_streams.to_string(),
+                expected: format!(
+                    "at most half of MAX_CONNECTIONS ({}), so views always find a connection",
+                    self.max_connections
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -490,7 +520,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Settings, String> {
         let mut cli = Cli::try_parse_from(std::iter::once("web-fe").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.settings.redis.resolve().map_err(|e| e.to_string())?;
+        cli.settings.complete().map_err(|e| e.to_string())?;
         Ok(cli.settings)
     }
 
@@ -509,6 +539,7 @@ mod tests {
         assert_eq!(s.server.keep_alive, KeepAlive(None));
         assert_eq!(s.server.request_timeout, secs(5));
         assert_eq!(s.server.max_connections, 256);
+        assert_eq!(s.server.max_board_streams, 64);
         assert_eq!(s.log.format, LogFormat::Text);
         assert_eq!(s.server.shutdown_timeout, secs(5));
         assert_eq!(s.server.shutdown_drain, ZERO);
@@ -544,6 +575,8 @@ mod tests {
             ("--shutdown-drain", "SHUTDOWN_DRAIN", "11m"),
             ("--request-timeout", "REQUEST_TIMEOUT", "500ms"),
             ("--max-connections", "MAX_CONNECTIONS", "8"),
+            ("--max-board-streams", "MAX_BOARD_STREAMS", "0"),
+            ("--max-board-streams", "MAX_BOARD_STREAMS", "129"),
             ("--health-port", "HEALTH_PORT", "0"),
             ("--redis-url", "REDIS_URL", "http://redis"),
             ("--redis-sentinels", "REDIS_SENTINELS", "sentinel-1"),
@@ -574,11 +607,13 @@ mod tests {
             "--keep-alive=10m",
             "--shutdown-timeout=10m",
             "--max-connections=65536",
+            "--max-board-streams=32768",
         ])
         .unwrap();
         assert_eq!(s.replica.forget, secs(3600));
         assert_eq!(s.replica.heartbeat, secs(10));
         assert_eq!(s.server.max_connections, 65_536);
+        assert_eq!(s.server.max_board_streams, 32_768);
         assert_eq!(s.server.keep_alive, KeepAlive(Some(secs(600))));
     }
 

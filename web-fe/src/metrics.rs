@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use prometheus::process_collector::ProcessCollector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::rejections::REJECTED;
@@ -28,6 +28,7 @@ pub struct Metrics {
     latency: HistogramVec,
     redis_errors: IntCounterVec,
     dropped: IntCounter,
+    board_streams: IntGauge,
 }
 
 impl Metrics {
@@ -64,6 +65,11 @@ impl Metrics {
             "Requests pipelined after a Connection: close answer, not served.",
         )
         .expect("valid metric");
+        let board_streams = IntGauge::new(
+            "web_fe_board_streams",
+            "Board streams (/api/board/stream) open now; refused ones are 503s of that route.",
+        )
+        .expect("valid metric");
         let build = IntGaugeVec::new(
             Opts::new("web_fe_build_info", "Version of the running web-fe."),
             &["version"],
@@ -75,6 +81,7 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(redis_errors.clone()),
             Box::new(dropped.clone()),
+            Box::new(board_streams.clone()),
             Box::new(build),
             Box::new(REJECTED.counter().clone()),
             Box::new(ProcessCollector::for_self()),
@@ -89,6 +96,7 @@ impl Metrics {
             latency,
             redis_errors,
             dropped,
+            board_streams,
         }
     }
 
@@ -110,6 +118,14 @@ impl Metrics {
 
     pub fn observe_pipelined_after_close(&self) {
         self.dropped.inc();
+    }
+
+    pub fn board_streams_opened(&self) {
+        self.board_streams.inc();
+    }
+
+    pub fn board_stream_closed(&self) {
+        self.board_streams.dec();
     }
 
     /// The Prometheus text format.

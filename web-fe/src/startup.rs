@@ -53,7 +53,12 @@ impl Application {
             Board::empty(&replica.hostname),
             false,
         )));
-        let state = Data::new(AppState::new(replica, net.keep_alive.0.is_some(), board));
+        let state = Data::new(AppState::new(
+            replica,
+            net.keep_alive.0.is_some(),
+            net.max_board_streams,
+            board,
+        ));
         let replication = Replication::default();
         let presence = Presence::new(
             PresenceStore::new(&settings.redis, replication.clone()),
@@ -107,6 +112,7 @@ impl Application {
             keep_alive = ?net.keep_alive.0,
             workers = net.workers,
             max_connections = net.max_connections,
+            max_board_streams = net.max_board_streams,
             health_port = net.health_port,
             "web-fe listening"
         );

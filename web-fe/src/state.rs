@@ -3,8 +3,9 @@
 //! in apart.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use actix_web::web::Data;
 use tokio::sync::{Notify, watch};
 
 use crate::board::Published;
@@ -22,10 +23,21 @@ pub struct AppState {
     drain_started: Notify,
     /// Unix ms of the last counted view; 0 before the first.
     last_view_ms: AtomicU64,
+    /// Board streams open now, at most `max_board_streams`.
+    board_streams: AtomicU32,
+    max_board_streams: u32,
 }
 
+/// One open board stream; dropping it (the client left, or the stream ended) frees the place.
+pub struct BoardStreamPlace(Data<AppState>);
+
 impl AppState {
-    pub fn new(replica: Replica, keep_alive: bool, board: watch::Receiver<Arc<Published>>) -> Self {
+    pub fn new(
+        replica: Replica,
+        keep_alive: bool,
+        max_board_streams: u32,
+        board: watch::Receiver<Arc<Published>>,
+    ) -> Self {
         Self {
             replica,
             metrics: Metrics::new(crate::build_info::VERSION),
@@ -34,6 +46,8 @@ impl AppState {
             draining: AtomicBool::new(false),
             drain_started: Notify::new(),
             last_view_ms: AtomicU64::new(0),
+            board_streams: AtomicU32::new(0),
+            max_board_streams,
         }
     }
 
@@ -58,5 +72,25 @@ impl AppState {
 
     pub fn last_view_ms(&self) -> Option<u64> {
         Some(self.last_view_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
+    }
+
+    /// A place for one more board stream, or `None` when all `MAX_BOARD_STREAMS` are taken.
+    pub fn open_board_stream(state: &Data<Self>) -> Option<BoardStreamPlace> {
+        let max = state.max_board_streams;
+        state
+            .board_streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        state.metrics.board_streams_opened();
+        Some(BoardStreamPlace(state.clone()))
+    }
+}
+
+impl Drop for BoardStreamPlace {
+    fn drop(&mut self) {
+        self.0.board_streams.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.board_stream_closed();
     }
 }

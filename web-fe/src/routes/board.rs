@@ -4,16 +4,17 @@
 
 use std::sync::Arc;
 
-use actix_web::HttpResponse;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::web::{Bytes, Data};
+use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 use futures_util::stream;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::has_flag;
 use crate::board::{Board, Member, NodeGroup, Published, Shown};
-use crate::state::AppState;
+use crate::state::{AppState, BoardStreamPlace};
 
 /// The board as the page draws it. `current` names the replica to highlight: the page's
 /// own, or none in a stream (the page's script highlights its replica).
@@ -33,22 +34,50 @@ struct BoardEvent<'a> {
     html: String,
 }
 
-pub async fn board_json(state: Data<AppState>) -> HttpResponse {
-    let published = state.board.borrow().clone();
-    HttpResponse::Ok()
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .json(&published.board)
+/// The board with, on `?html`, the tiles drawn as a stream event carries them: what the
+/// page reads while its stream is refused.
+#[derive(Serialize)]
+struct BoardWithHtml<'a> {
+    #[serde(flatten)]
+    board: &'a Board,
+    html: String,
 }
 
+pub async fn board_json(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
+    let published = state.board.borrow().clone();
+    let mut answer = HttpResponse::Ok();
+    answer.insert_header((CACHE_CONTROL, "no-store"));
+    if !has_flag(req.query_string(), "html") {
+        return answer.json(&published.board);
+    }
+    answer.json(BoardWithHtml {
+        board: &published.board,
+        html: render_board(&published.board),
+    })
+}
+
+/// How long a refused stream's page waits before asking again; it reads `/api/board`
+/// meanwhile.
+const STREAMS_FULL_RETRY_SECS: &str = "10";
+
 /// A board event at every heartbeat until the client leaves or this replica shuts down.
-/// A replica that is draining refuses new streams, so the page reconnects elsewhere.
+/// A replica that is draining refuses new streams, so the page reconnects elsewhere; so
+/// does one that already serves `MAX_BOARD_STREAMS`, so watchers never take the
+/// connections that views need.
 pub async fn board_stream(state: Data<AppState>) -> HttpResponse {
     if state.is_draining() {
-        return HttpResponse::ServiceUnavailable()
-            .insert_header((RETRY_AFTER, "1"))
-            .insert_header((CACHE_CONTROL, "no-store"))
-            .body("this replica is shutting down; reconnect to reach another\n");
+        return refuse(
+            "1",
+            "this replica is shutting down; reconnect to reach another\n",
+        );
     }
+    let Some(place) = AppState::open_board_stream(&state) else {
+        return refuse(
+            STREAMS_FULL_RETRY_SECS,
+            "this replica already serves as many board streams as MAX_BOARD_STREAMS allows; \
+             read /api/board meanwhile, or try again after Retry-After\n",
+        );
+    };
     let mut boards = state.board.clone();
     boards.mark_changed();
     HttpResponse::Ok()
@@ -56,33 +85,46 @@ pub async fn board_stream(state: Data<AppState>) -> HttpResponse {
         .insert_header((CACHE_CONTROL, "no-store"))
         // Proxies such as nginx would otherwise hold events back.
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(events(boards))
+        .streaming(events(boards, place))
+}
+
+fn refuse(retry_after: &'static str, why: &'static str) -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((RETRY_AFTER, retry_after))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .body(why)
 }
 
 /// Each board once, as it is published; ends after a closing one or when the heartbeat
-/// task is gone.
+/// task is gone. The stream holds its place until it is dropped.
 fn events(
     boards: watch::Receiver<Arc<Published>>,
+    place: BoardStreamPlace,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    stream::unfold(Some(boards), |boards| async move {
-        let mut boards = boards?;
+    stream::unfold(Some((boards, place)), |open| async move {
+        let (mut boards, place) = open?;
         boards.changed().await.ok()?;
         let published = boards.borrow_and_update().clone();
         let event = published
             .event
             .get_or_init(|| render_event(&published.board));
-        let next = (!published.closing).then_some(boards);
+        let next = (!published.closing).then_some((boards, place));
         Some((Ok(event.clone()), next))
     })
 }
 
-fn render_event(board: &Board) -> Bytes {
-    let html = BoardHtml { board, current: "" }
+/// The tiles, with none highlighted: the page's script highlights its own replica.
+fn render_board(board: &Board) -> String {
+    BoardHtml { board, current: "" }
         .render()
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "board rendering failed");
             String::new()
-        });
+        })
+}
+
+fn render_event(board: &Board) -> Bytes {
+    let html = render_board(board);
     let event = BoardEvent {
         read_by: &board.read_by,
         hits: board.hits,

@@ -2,12 +2,13 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use actix_web::web::{Data, Query};
+use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::errors::{AppError, Form, Problem};
 use super::view::{VisitView, placement};
+use super::{has_flag, query_pairs};
 use crate::build_info;
 use crate::clock::unix_millis;
 use crate::echo::shorten;
@@ -118,16 +119,8 @@ fn fresh(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponse
     builder
 }
 
-/// The query string's parameters, decoded, in order.
-fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
-    Query::<Vec<(String, String)>>::from_query(query)
-        .ok()
-        .map(Query::into_inner)
-}
-
-/// `?close` (with any value or none); an unreadable query string asks nothing.
 fn asks_to_close(query: &str) -> bool {
-    query_pairs(query).is_some_and(|pairs| pairs.iter().any(|(k, _)| k == "close"))
+    has_flag(query, "close")
 }
 
 /// Reads `?refresh=N`; other parameters are ignored.

@@ -7,7 +7,7 @@ mod health;
 mod metrics;
 mod view;
 
-use actix_web::web;
+use actix_web::web::{self, Query};
 
 use errors::Form;
 pub use errors::not_found;
@@ -46,4 +46,17 @@ where
         .route(web::get().to(handler.clone()))
         .route(web::head().to(handler))
         .default_service(web::to(errors::method_not_allowed(Form::Text)))
+}
+
+/// The query string's parameters, decoded, in order.
+fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
+    Query::<Vec<(String, String)>>::from_query(query)
+        .ok()
+        .map(Query::into_inner)
+}
+
+/// Whether `name` is asked (`?close`, `?html`, with any value or none); an unreadable query
+/// string asks nothing.
+fn has_flag(query: &str, name: &str) -> bool {
+    query_pairs(query).is_some_and(|pairs| pairs.iter().any(|(k, _)| k == name))
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Redis, WebFe, board, board_states, get_status, signal, wait_for};
+use crate::support::{
+    Redis, WebFe, board, board_states, get_status, raw_request, signal, wait_for,
+};
 
 /// A replica named `name` on `node` that forgets stopped replicas after 5 s.
 fn replica(redis: &Redis, name: &str, node: &str) -> WebFe {
@@ -163,4 +165,58 @@ fn the_stream_shows_newcomers_counts_nothing_and_ends_when_its_replica_drains() 
         streamer.wait_for_exit(Duration::from_secs(5)).code(),
         Some(0)
     );
+}
+
+/// `name`'s value on `/metrics`.
+fn metric(web: &WebFe, name: &str) -> Option<f64> {
+    let mut response = ureq::get(web.url("/metrics")).call().ok()?;
+    let text = response.body_mut().read_to_string().ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn streams_beyond_the_bound_are_refused_and_views_still_answered() {
+    const BOUND: usize = 4;
+    let redis = Redis::start();
+    let web = WebFe::start(
+        &redis.url(),
+        &[("MAX_BOARD_STREAMS", "4"), ("MAX_CONNECTIONS", "16")],
+    );
+    let mut open: Vec<Events> = (0..BOUND).map(|_| Events::open(&web)).collect();
+    assert_eq!(metric(&web, "web_fe_board_streams"), Some(BOUND as f64));
+
+    for _ in 0..2 * BOUND {
+        let reply = raw_request(web.port, b"GET /api/board/stream HTTP/1.0\r\n\r\n").unwrap();
+        assert!(reply.starts_with("HTTP/1.0 503"), "{reply}");
+        assert!(reply.contains("\r\nretry-after: 10\r\n"), "{reply}");
+        assert!(reply.contains("MAX_BOARD_STREAMS"), "{reply}");
+    }
+    // The refused ones took no place, and views find a connection.
+    assert_eq!(metric(&web, "web_fe_board_streams"), Some(BOUND as f64));
+    let view = raw_request(web.port, b"GET /api HTTP/1.0\r\n\r\n").unwrap();
+    assert!(view.starts_with("HTTP/1.0 200"), "{view}");
+    assert_eq!(redis.hits(), 1);
+
+    // What the refused page reads meanwhile: the board, drawn, with the view once the
+    // heartbeat has read it.
+    let board = wait_for("the view on the board", Duration::from_secs(5), || {
+        let mut answer = ureq::get(web.url("/api/board?html")).call().ok()?;
+        let board: Value = serde_json::from_str(&answer.body_mut().read_to_string().ok()?).ok()?;
+        (board["hits"] == 1).then_some(board)
+    });
+    assert!(
+        board["html"].as_str().unwrap().contains("data-hostname="),
+        "{board}"
+    );
+
+    // A watcher leaves: its place is free again.
+    for events in &mut open {
+        events.next().expect("the held streams still get events");
+    }
+    drop(open.pop());
+    wait_for("a freed stream place", Duration::from_secs(5), || {
+        (metric(&web, "web_fe_board_streams") == Some((BOUND - 1) as f64)).then_some(())
+    });
+    open.push(Events::open(&web));
 }
