@@ -230,11 +230,24 @@ impl Lab {
         })
     }
 
-    /// How many replicas the master copy in `container` lists (`ROLE`).
-    pub fn replicas_of(&self, node: &str, container: &str) -> usize {
-        // A master's ROLE: "master", its offset, then host, port, offset per replica.
-        self.redis_cli(node, container, "role")
-            .map_or(0, |role| role.lines().count().saturating_sub(2) / 3)
+    /// How many replicas of the master copy in `container` are in sync (`state=online`),
+    /// and so can confirm a view for `WAIT`; one still loading the master's data cannot.
+    fn replicas_of(&self, node: &str, container: &str) -> usize {
+        self.redis_cli(node, container, "info replication")
+            .map_or(0, |info| {
+                info.lines()
+                    .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                    .count()
+            })
+    }
+
+    /// Waits until the master has both replicas in sync again: a step that takes one away
+    /// must start from two.
+    pub fn both_replicas_in_sync(&self) {
+        self.settle("the Redis master with both replicas in sync", || {
+            let (node, copy) = self.master_copy();
+            self.replicas_of(&node, &copy) == 2
+        });
     }
 
     /// Every Redis copy that answers: its node, container and role (`master` or `slave`).

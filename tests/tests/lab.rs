@@ -290,6 +290,7 @@ fn losing_a_replica_machine_heals_and_it_rejoins(lab: &Lab) {
     );
     docker_ok(&["start", &Lab::machine(&victim)]);
     lab.wait_node(&victim, "Ready");
+    lab.both_replicas_in_sync();
 }
 
 fn losing_quorum_refuses_changes_but_keeps_serving(lab: &Lab) {
@@ -329,10 +330,7 @@ fn losing_quorum_refuses_changes_but_keeps_serving(lab: &Lab) {
     });
     lab.wait_replicas(10);
     // The copies on the stopped managers start again and catch up with the master.
-    lab.settle("the Redis master with both replicas again", || {
-        let (node, copy) = lab.master_copy();
-        lab.replicas_of(&node, &copy) == 2
-    });
+    lab.both_replicas_in_sync();
 }
 
 /// Versions of the replicas the page's board shows serving.

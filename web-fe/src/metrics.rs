@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use prometheus::process_collector::ProcessCollector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::rejections::REJECTED;
@@ -29,7 +29,11 @@ pub struct Metrics {
     redis_errors: IntCounterVec,
     dropped: IntCounter,
     board_streams: IntGauge,
+    batch_sizes: Histogram,
 }
+
+/// Upper bounds of the batch size histogram, in views.
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 impl Metrics {
     pub fn new(version: &str) -> Self {
@@ -70,6 +74,14 @@ impl Metrics {
             "Board streams (/api/board/stream) open now; refused ones are 503s of that route.",
         )
         .expect("valid metric");
+        let batch_sizes = Histogram::with_opts(
+            HistogramOpts::new(
+                "redis_visit_batch_size",
+                "Views counted by one call to Redis: those that arrived while the last was in flight.",
+            )
+            .buckets(BATCH_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
         let build = IntGaugeVec::new(
             Opts::new("web_fe_build_info", "Version of the running web-fe."),
             &["version"],
@@ -82,6 +94,7 @@ impl Metrics {
             Box::new(redis_errors.clone()),
             Box::new(dropped.clone()),
             Box::new(board_streams.clone()),
+            Box::new(batch_sizes.clone()),
             Box::new(build),
             Box::new(REJECTED.counter().clone()),
             Box::new(ProcessCollector::for_self()),
@@ -97,7 +110,13 @@ impl Metrics {
             redis_errors,
             dropped,
             board_streams,
+            batch_sizes,
         }
+    }
+
+    /// Where each worker's store observes its batches.
+    pub fn batch_sizes(&self) -> Histogram {
+        self.batch_sizes.clone()
     }
 
     /// `route` is the pattern the router matched, or [`NO_ROUTE`].

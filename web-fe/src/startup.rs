@@ -68,10 +68,11 @@ impl Application {
         );
         let app_state = state.clone();
         let (redis, hostname) = (settings.redis.clone(), state.replica.hostname.clone());
+        let batch_sizes = state.metrics.batch_sizes();
         let server = HttpServer::new(move || {
             // One store per worker: a multiplexed connection's driver runs on the thread that
             // opened it, so sharing across workers would cost two thread wake-ups per call.
-            let store = Store::new(&redis, &hostname, replication.clone());
+            let store = Store::new(&redis, &hostname, replication.clone(), batch_sizes.clone());
             App::new()
                 .app_data(app_state.clone())
                 .app_data(Data::new(store))

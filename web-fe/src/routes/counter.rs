@@ -100,7 +100,7 @@ async fn head(state: &AppState, store: &Store, content_type: &str) -> HttpRespon
 /// failure is logged with its details and counted in the metrics.
 async fn count_visit(state: &AppState, store: &Store) -> Result<VisitView, StoreError> {
     let now = unix_millis();
-    match store.record_visit(&state.replica.hostname, now).await {
+    match store.record_visit().await {
         Ok(visit) => {
             state.viewed_at(now);
             Ok(VisitView::new(state, visit))

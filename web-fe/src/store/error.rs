@@ -89,7 +89,8 @@ impl Trouble {
 }
 
 /// A view Redis could not count, and whether it may have been counted all the same.
-#[derive(Debug)]
+/// Cloned for each view of a batch that failed.
+#[derive(Debug, Clone)]
 pub struct StoreError {
     pub trouble: Trouble,
     /// Set once any attempt of the visit may have reached Redis; never cleared.

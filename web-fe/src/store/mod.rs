@@ -2,20 +2,25 @@
 //! carries over), the views each replica served, and (in [`presence`]) which replicas are
 //! alive.
 
+mod batch;
 mod error;
 mod link;
 mod presence;
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus::Histogram;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
+use tokio::time::Instant;
 
 pub use error::{StoreError, Trouble};
 pub use presence::{Copy, PresenceStore, Roll, RollEntry};
 
 use crate::configuration::RedisSettings;
+use batch::Queue;
 use link::Link;
 
 const HITS: &str = "hits";
@@ -26,9 +31,9 @@ const BEATS: &str = "replicas:heartbeat";
 /// the master (redis/copy.sh): Redis itself does not know its node.
 const COPY_NODES: &str = "redis:copies";
 
-/// Counts a view once per visit key, atomically, with the views its replica served. A
-/// retry of the same visit (after a connection broke with the outcome unknown) finds the
-/// key and gets the first call's count instead of counting again.
+/// Counts a batch of views, each once per visit key, atomically, with the views its replica
+/// served. A retry of the same batch (after a connection broke with the outcome unknown)
+/// finds the keys and gets the first call's counts instead of counting again.
 const VISIT_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!("visit.lua"));
 
 /// Readiness: Redis answers and `hits` holds a number that can be counted on.
@@ -55,23 +60,29 @@ impl Replication {
     }
 }
 
-/// One worker's way to Redis. Its requests share one multiplexed connection; a PING per
-/// request would halve the throughput.
-pub struct Store {
+/// One worker's way to Redis. Views go in batches (see [`batch`]) over one multiplexed
+/// connection; a PING per request would halve the throughput. Cloning is cheap: the clone
+/// a batch's sender holds is the same store.
+#[derive(Clone)]
+pub struct Store(Rc<Counter>);
+
+struct Counter {
     link: Link,
     timeout: Duration,
-    /// How long a visit that may already be counted keeps retrying (see `record_visit`).
+    /// How long a batch that may already be counted keeps retrying (see `count_batch`).
     restart_grace: Duration,
     replica_wait: Duration,
     replication: Replication,
     visit: redis::Script,
     ready: redis::Script,
+    hostname: String,
     /// `visit:<hostname>:<start ms>:<pid>:`, to which each visit adds its number.
     visit_prefix: String,
+    queue: Queue,
 }
 
 /// What one page view returns.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Visit {
     /// The count after this view.
     pub count: i64,
@@ -79,14 +90,21 @@ pub struct Visit {
     pub served: u64,
 }
 
-/// The script's reply: count, views served by this replica, and what was repaired.
-type VisitReply = (i64, u64, Vec<String>);
+/// The script's reply: each view's count and views served by this replica, and what was
+/// repaired.
+type VisitReply = (Vec<i64>, Vec<u64>, Vec<String>);
 
 impl Store {
-    /// Connections open lazily, so start-up never waits for Redis.
-    pub fn new(settings: &RedisSettings, hostname: &str, replication: Replication) -> Self {
+    /// Connections open lazily, so start-up never waits for Redis. `batch_sizes` observes
+    /// how many views each script call counts.
+    pub fn new(
+        settings: &RedisSettings,
+        hostname: &str,
+        replication: Replication,
+        batch_sizes: Histogram,
+    ) -> Self {
         let started = crate::clock::unix_millis();
-        Self {
+        Self(Rc::new(Counter {
             link: Link::new(settings.target().clone(), settings.timeout),
             timeout: settings.timeout,
             restart_grace: settings.restart_grace,
@@ -94,30 +112,73 @@ impl Store {
             replication,
             visit: redis::Script::new(VISIT_SCRIPT),
             ready: redis::Script::new(READY_SCRIPT),
+            hostname: hostname.to_owned(),
             visit_prefix: format!("visit:{hostname}:{started}:{}:", std::process::id()),
+            queue: Queue::new(batch_sizes),
+        }))
+    }
+
+    /// Counts one page view for this replica exactly once: it joins the next batch.
+    pub async fn record_visit(&self) -> Result<Visit, StoreError> {
+        let key = format!(
+            "{}{}",
+            self.0.visit_prefix,
+            VISITS.fetch_add(1, Ordering::Relaxed)
+        );
+        let answer = self.0.queue.join(key);
+        if self.0.queue.start_sending() {
+            actix_web::rt::spawn(Rc::clone(&self.0).send_batches());
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::new(
+                Trouble::Unreachable,
+                &self.0.link.address(),
+                "the batch holding this view was dropped",
+            ))
+        })
+    }
+
+    /// Checks that Redis answers and that `hits` can be counted, for readiness.
+    pub async fn check_ready(&self) -> Result<(), StoreError> {
+        let counter = &self.0;
+        let work = async {
+            let mut conn = counter.link.connection().await?;
+            counter
+                .ready
+                .key(HITS)
+                .invoke_async::<String>(&mut conn)
+                .await
+                .map(drop)
+        };
+        counter.link.bounded(work).await
+    }
+}
+
+impl Counter {
+    /// Sends batch after batch until no view is waiting.
+    async fn send_batches(self: Rc<Self>) {
+        while let Some(batch) = self.queue.next_batch(self.timeout, &self.link.address()) {
+            let keys: Vec<&str> = batch.iter().map(|view| view.key.as_str()).collect();
+            let outcome = self.count_batch(&keys, batch[0].arrived).await;
+            batch::answer(batch, outcome);
         }
     }
 
-    /// Counts one page view for the replica named `replica` exactly once.
+    /// Counts a batch's views exactly once.
     ///
-    /// Failed attempts are tried again on a new connection with the same visit key, which
-    /// makes that safe, until the timeout. When a connection broke after the call was sent
-    /// (Redis restarting), the view may already be counted: that visit keeps trying for the
-    /// restart grace, so a restart neither loses a counted view nor answers 503 for one.
-    /// Once any attempt may have counted, the error says so, whatever later attempts saw.
-    pub async fn record_visit(&self, replica: &str, now_ms: u64) -> Result<Visit, StoreError> {
-        let key = format!(
-            "{}{}",
-            self.visit_prefix,
-            VISITS.fetch_add(1, Ordering::Relaxed)
-        );
-        let started = tokio::time::Instant::now();
-        let mut deadline = started + self.timeout;
+    /// Failed attempts are tried again on a new connection with the same visit keys, which
+    /// makes that safe, until the timeout (counted from the batch's oldest view). When a
+    /// connection broke after the call was sent (Redis restarting), the views may already
+    /// be counted: the batch keeps trying for the restart grace, so a restart neither loses
+    /// a counted view nor answers 503 for one. Once any attempt may have counted, the error
+    /// says so, whatever later attempts saw.
+    async fn count_batch(&self, keys: &[&str], oldest: Instant) -> Result<Vec<Visit>, StoreError> {
+        let mut deadline = oldest + self.timeout;
         let (mut maybe_counted, mut retry) = (false, false);
         loop {
-            let attempt = self.visit_once(&key, replica, now_ms, retry);
+            let attempt = self.visit_once(keys, retry);
             let failure = match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Ok(visit)) => return Ok(visit),
+                Ok(Ok(visits)) => return Ok(visits),
                 Ok(Err(failure)) => failure,
                 Err(_) => {
                     self.link.forget();
@@ -130,41 +191,33 @@ impl Store {
             self.link.forget();
             maybe_counted |= failure.maybe_counted;
             if failure.broke_mid_call {
-                deadline = deadline.max(started + self.restart_grace);
+                deadline = deadline.max(oldest + self.restart_grace);
             }
-            if !failure.retryable || tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+            if !failure.retryable || Instant::now() + RETRY_PAUSE >= deadline {
                 let mut error = failure.error;
                 error.maybe_counted |= maybe_counted;
                 return Err(error);
             }
-            tracing::debug!(error = %failure.error, "retrying the visit on a new connection");
+            tracing::debug!(error = %failure.error, "retrying the batch on a new connection");
             retry = true;
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 
-    async fn visit_once(
-        &self,
-        key: &str,
-        replica: &str,
-        now_ms: u64,
-        retry: bool,
-    ) -> Result<Visit, FailedAttempt> {
+    async fn visit_once(&self, keys: &[&str], retry: bool) -> Result<Vec<Visit>, FailedAttempt> {
         let mut conn = self
             .link
             .connection()
             .await
             .map_err(|e| self.attempt_failed(&e))?;
-        // The key must outlive every retry of its visit.
+        // The keys must outlive every retry of their batch.
         let key_ttl_ms = (self.timeout + self.restart_grace).as_millis() + 1000;
-        let reply: VisitReply = self
-            .visit
-            .key(HITS)
-            .key(SERVED)
-            .key(key)
-            .arg(replica)
+        let mut call = self.visit.key(HITS);
+        call.key(SERVED).key(keys);
+        let reply: VisitReply = call
+            .arg(&self.hostname)
             .arg(key_ttl_ms.to_string())
-            .arg(now_ms)
+            .arg(crate::clock::unix_millis())
             .arg(if retry { "retry" } else { "first" })
             .invoke_async(&mut conn)
             .await
@@ -177,14 +230,24 @@ impl Store {
                 broke_mid_call: e.is_connection_dropped(),
                 ..self.attempt_failed(&e)
             })?;
-        let (count, served, repairs) = reply;
+        let (counts, served, repairs) = reply;
         log_repairs(repairs);
+        if counts.len() != keys.len() || served.len() != keys.len() {
+            return Err(FailedAttempt {
+                maybe_counted: true,
+                ..self.unexpected_reply(keys.len(), counts.len())
+            });
+        }
         self.wait_for_a_replica(&mut conn).await?;
-        Ok(Visit { count, served })
+        Ok(counts
+            .into_iter()
+            .zip(served)
+            .map(|(count, served)| Visit { count, served })
+            .collect())
     }
 
-    /// Where the master has replicas, a view is answered only once one of them holds it
-    /// too, so that it survives the loss of the master's machine. A view no replica
+    /// Where the master has replicas, a batch is answered only once one of them holds it
+    /// too, so that it survives the loss of the master's machine. A batch no replica
     /// confirms in time is counted on the master but not answered 200: it is reported as
     /// maybe counted (another wait would outlast `REDIS_TIMEOUT` with the defaults).
     async fn wait_for_a_replica(
@@ -222,23 +285,24 @@ impl Store {
         })
     }
 
-    /// Checks that Redis answers and that `hits` can be counted, for readiness.
-    pub async fn check_ready(&self) -> Result<(), StoreError> {
-        let work = async {
-            let mut conn = self.link.connection().await?;
-            self.ready
-                .key(HITS)
-                .invoke_async::<String>(&mut conn)
-                .await
-                .map(drop)
-        };
-        self.link.bounded(work).await
-    }
-
     fn attempt_failed(&self, error: &RedisError) -> FailedAttempt {
         FailedAttempt {
             error: StoreError::from_redis(&self.link.address(), error),
             retryable: is_retryable(error),
+            maybe_counted: false,
+            broke_mid_call: false,
+        }
+    }
+
+    /// A reply of the wrong length: not what the script returns, so not worth a retry.
+    fn unexpected_reply(&self, views: usize, counts: usize) -> FailedAttempt {
+        FailedAttempt {
+            error: StoreError::new(
+                Trouble::UnexpectedData,
+                &self.link.address(),
+                format_args!("{counts} counts for a batch of {views} views"),
+            ),
+            retryable: false,
             maybe_counted: false,
             broke_mid_call: false,
         }

@@ -2,7 +2,7 @@
 
 use futures::StreamExt;
 
-use crate::support::{Redis, WebFe, client};
+use crate::support::{Redis, WebFe, client, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_hundred_requests_from_fifty_clients_add_exactly_five_hundred() {
@@ -23,6 +23,24 @@ async fn five_hundred_requests_from_fifty_clients_add_exactly_five_hundred() {
     assert_eq!(redis.hits(), 1500);
     let served: Vec<u64> = redis.query(&["HVALS", "replicas:served"]);
     assert_eq!(served, [500]);
+    // Views that arrived together went to Redis together: fewer calls than views.
+    let metrics = text(&http, &web.url("/metrics")).await;
+    let figure = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    let (calls, views) = (
+        figure("redis_visit_batch_size_count"),
+        figure("redis_visit_batch_size_sum"),
+    );
+    println!("500 views from 50 clients: {calls} calls to Redis");
+    assert!(
+        (views - 500.0).abs() < f64::EPSILON,
+        "{views} views in batches"
+    );
+    assert!(calls < 500.0, "{calls} calls for 500 views");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

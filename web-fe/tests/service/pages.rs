@@ -84,9 +84,13 @@ async fn api_returns_the_count_and_the_board_as_json_without_counting() {
     assert_eq!(json["served"], 1);
     assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
 
-    // The board comes from the heartbeat: wait for one after the view.
+    // The board comes from the heartbeat: wait for one after the view (a beat between
+    // Redis counting it and the answer shows it served but not yet its age).
     let board = wait_for("a board with the view", Duration::from_secs(5), || {
-        board(&web).filter(|b| b["nodes"][0]["replicas"][0]["served"] == 1)
+        board(&web).filter(|b| {
+            let me = &b["nodes"][0]["replicas"][0];
+            me["served"] == 1 && me["view_age_ms"].is_u64()
+        })
     });
     assert_eq!(board["read_by"], "web-2");
     assert_eq!(board["hits"], 42);

@@ -463,8 +463,9 @@ pub struct FlakyProxy {
 
 #[derive(Default)]
 struct ProxyState {
-    /// The next visit's reply is to be lost.
-    lose_next_visit: AtomicBool,
+    /// The reply to the next call carrying at least this many visit keys is to be lost;
+    /// 0: none.
+    lose_next_visit: AtomicUsize,
     /// No more connections are accepted.
     refusing: AtomicBool,
     /// Replies lost so far.
@@ -500,7 +501,13 @@ impl FlakyProxy {
 
     /// Redis runs the next visit; its reply is dropped with its connection.
     pub fn lose_next_visit_reply(&self) {
-        self.state.lose_next_visit.store(true, Ordering::SeqCst);
+        self.lose_next_batch_reply(1);
+    }
+
+    /// Redis runs the next batch of at least `views` views; its reply is dropped with its
+    /// connection.
+    pub fn lose_next_batch_reply(&self, views: usize) {
+        self.state.lose_next_visit.store(views, Ordering::SeqCst);
     }
 
     /// As [`Self::lose_next_visit_reply`], and from now on nothing connects.
@@ -536,8 +543,15 @@ fn relay(client: TcpStream, redis_port: u16, state: &Arc<ProxyState>) {
         client.try_clone().unwrap(),
         upstream.try_clone().unwrap(),
         move |call| {
-            let is_visit = call.windows(6).any(|w| w == b"visit:");
-            if is_visit && state.lose_next_visit.swap(false, Ordering::SeqCst) {
+            let views = call.windows(6).filter(|w| w == b"visit:").count();
+            let armed = state.lose_next_visit.load(Ordering::SeqCst);
+            if armed > 0
+                && views >= armed
+                && state
+                    .lose_next_visit
+                    .compare_exchange(armed, 0, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
                 state.lost.fetch_add(1, Ordering::SeqCst);
                 dooming.store(true, Ordering::SeqCst);
             }
