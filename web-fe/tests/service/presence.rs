@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::reliability::reliability_row;
 use crate::support::{
     Redis, WebFe, board, board_states, get_status, raw_request, signal, wait_for,
 };
@@ -194,9 +195,20 @@ fn streams_beyond_the_bound_are_refused_and_views_still_answered() {
     }
     // The refused ones took no place, and views find a connection.
     assert_eq!(metric(&web, "web_fe_board_streams"), Some(BOUND as f64));
+    let asked = Instant::now();
     let view = raw_request(web.port, b"GET /api HTTP/1.0\r\n\r\n").unwrap();
+    let answered = asked.elapsed();
     assert!(view.starts_with("HTTP/1.0 200"), "{view}");
     assert_eq!(redis.hits(), 1);
+    reliability_row(&format!(
+        "Board streams beyond the bound (service test) | {BOUND} streams held \
+         (`MAX_BOARD_STREAMS={BOUND}`), {} more asked | {} | {} (503, `Retry-After: 10`) | 0 | \
+         a view answered 200 in {} ms meanwhile",
+        2 * BOUND,
+        2 * BOUND,
+        2 * BOUND,
+        answered.as_millis()
+    ));
 
     // What the refused page reads meanwhile: the board, drawn, with the view once the
     // heartbeat has read it.
