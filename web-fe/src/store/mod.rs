@@ -32,8 +32,9 @@ const BEATS: &str = "replicas:heartbeat";
 const COPY_NODES: &str = "redis:copies";
 
 /// Counts a batch of views, each once per visit key, atomically, with the views its replica
-/// served. A retry of the same batch (after a connection broke with the outcome unknown)
-/// finds the keys and gets the first call's counts instead of counting again.
+/// served; each view's count is kept under its visit key in the batch's hash. A retry of
+/// the same batch (after a connection broke with the outcome unknown) finds the keys and
+/// gets the first call's counts instead of counting again.
 const VISIT_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!("visit.lua"));
 
 /// Readiness: Redis answers and `hits` holds a number that can be counted on.
@@ -159,7 +160,9 @@ impl Counter {
     async fn send_batches(self: Rc<Self>) {
         while let Some(batch) = self.queue.next_batch(self.timeout, &self.link.address()) {
             let keys: Vec<&str> = batch.iter().map(|view| view.key.as_str()).collect();
-            let outcome = self.count_batch(&keys, batch[0].arrived).await;
+            // Named after its first view, whose key no other batch holds.
+            let batch_key = format!("visits:{}", &keys[0]["visit:".len()..]);
+            let outcome = self.count_batch(&batch_key, &keys, batch[0].arrived).await;
             batch::answer(batch, outcome);
         }
     }
@@ -172,11 +175,16 @@ impl Counter {
     /// be counted: the batch keeps trying for the restart grace, so a restart neither loses
     /// a counted view nor answers 503 for one. Once any attempt may have counted, the error
     /// says so, whatever later attempts saw.
-    async fn count_batch(&self, keys: &[&str], oldest: Instant) -> Result<Vec<Visit>, StoreError> {
+    async fn count_batch(
+        &self,
+        batch_key: &str,
+        keys: &[&str],
+        oldest: Instant,
+    ) -> Result<Vec<Visit>, StoreError> {
         let mut deadline = oldest + self.timeout;
         let (mut maybe_counted, mut retry) = (false, false);
         loop {
-            let attempt = self.visit_once(keys, retry);
+            let attempt = self.visit_once(batch_key, keys, retry);
             let failure = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(visits)) => return Ok(visits),
                 Ok(Err(failure)) => failure,
@@ -204,21 +212,29 @@ impl Counter {
         }
     }
 
-    async fn visit_once(&self, keys: &[&str], retry: bool) -> Result<Vec<Visit>, FailedAttempt> {
+    async fn visit_once(
+        &self,
+        batch_key: &str,
+        keys: &[&str],
+        retry: bool,
+    ) -> Result<Vec<Visit>, FailedAttempt> {
         let mut conn = self
             .link
             .connection()
             .await
             .map_err(|e| self.attempt_failed(&e))?;
-        // The keys must outlive every retry of their batch.
+        // The batch's counts must outlive every retry of it.
         let key_ttl_ms = (self.timeout + self.restart_grace).as_millis() + 1000;
-        let mut call = self.visit.key(HITS);
-        call.key(SERVED).key(keys);
-        let reply: VisitReply = call
+        let reply: VisitReply = self
+            .visit
+            .key(HITS)
+            .key(SERVED)
+            .key(batch_key)
             .arg(&self.hostname)
             .arg(key_ttl_ms.to_string())
             .arg(crate::clock::unix_millis())
             .arg(if retry { "retry" } else { "first" })
+            .arg(keys)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| FailedAttempt {
