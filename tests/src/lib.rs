@@ -14,7 +14,6 @@ mod http;
 mod images;
 pub mod lab;
 mod load;
-mod reliability;
 mod runner;
 mod swarm;
 
@@ -23,6 +22,6 @@ pub use hardening::*;
 pub use http::*;
 pub use images::*;
 pub use load::*;
-pub use reliability::*;
 pub use runner::*;
 pub use swarm::*;
+pub use test_support::{reliability_row, rss_kib, wait_for};

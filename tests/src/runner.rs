@@ -1,10 +1,9 @@
-//! Running docker and other commands, waiting for a condition, and cleaning up after a
+//! Running docker and other commands, and cleaning up after a
 //! test whether it passed or failed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
 
 use crate::images::{builder_image, client_image, redis_image};
 
@@ -91,21 +90,6 @@ fn run(command: &mut Command) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
-}
-
-/// Polls `ready` every 250 ms until it returns Some, or panics after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = ready() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// Commands that undo what a test created, run in reverse order when the guard drops.

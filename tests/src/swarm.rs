@@ -4,7 +4,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::images::{client_image, redis_image};
-use crate::runner::{Cleanup, checked, docker, docker_ok, repo_root, wait_for};
+use crate::runner::{Cleanup, checked, docker, docker_ok, repo_root};
+use test_support::wait_for;
 
 /// Runs a shell script in a throwaway client container on `network` and returns stdout.
 pub fn in_client_container(network: &str, script: &str) -> String {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use e2e::{
     Cleanup, Compose, Load, LoadReport, PORT, WEB_FE_IMAGE, build_web_fe_image, check_redis_locked,
     check_web_fe_hardening, checked, docker, docker_ok, exclusive, http_get, redis_hits,
-    reliability_row, repo_root, wait_for,
+    reliability_row, repo_root, rss_kib, wait_for,
 };
 
 /// Load for each fault: 4 clients, bounded by count and time.
@@ -357,13 +357,15 @@ fn fuzzing_web_fe_keeps_it_serving_with_bounded_memory() {
     let compose = Compose::v2("fuzz");
     let _cleanup = compose.cleanup();
     let (web, redis) = up(&compose);
-    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &web]);
-    let rss_before = rss_kib(&pid);
+    let pid: u32 = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &web])
+        .parse()
+        .expect("a PID");
+    let rss_before = rss_kib(pid);
     let hits_before = redis_hits(&redis);
     // Slow connections stay below MAX_CONNECTIONS (256): beyond it, well-formed clients
     // wait their turn by design, and hostile_clients.rs tests that flood on its own.
     let outcome = e2e::fuzz::run(PORT, 0x00c0_ffee, 4_000, 200);
-    let rss_after = rss_kib(&pid);
+    let rss_after = rss_kib(pid);
     let moved = redis_hits(&redis) - hits_before;
     let lost = i64::try_from(outcome.views_answered).unwrap() - i64::try_from(moved).unwrap();
     println!("fuzz: {outcome}");
@@ -401,14 +403,4 @@ fn fuzzing_web_fe_keeps_it_serving_with_bounded_memory() {
         rss_after < rss_before + 16 * 1024,
         "memory grew from {rss_before} to {rss_after} KiB"
     );
-}
-
-fn rss_kib(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
 }

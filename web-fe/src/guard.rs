@@ -4,8 +4,9 @@
 //! - No route takes a request body, so none is ever waited for. A request that comes with
 //!   one is answered as usual and its connection closes after the answer. (Left to
 //!   itself, actix keeps reading a chunked body after the answer, forever if it never ends.)
-//! - Once an answer said `Connection: close`, requests pipelined behind it are not served:
-//!   the connection is dropped instead of answering them.
+//! - Once an answer said `Connection: close` (the client asked, keep-alive is off, or the
+//!   handler closed it), requests pipelined behind it are not served: the connection is
+//!   dropped instead of answering them.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -59,6 +60,12 @@ pub async fn connection_rules(
         connection.closed.set(true);
     }
     let response = next.call(req).await?;
+    // A handler may close too (`/api?close`): what comes after that is not served either.
+    if response.response().head().connection_type() == ConnectionType::Close
+        && let Some(connection) = response.request().conn_data::<ConnectionState>()
+    {
+        connection.closed.set(true);
+    }
     Ok(if has_body {
         // actix closes (rather than drains) when the body's reader is still alive as the
         // answer goes out; it lives in the answer's body and goes with it.

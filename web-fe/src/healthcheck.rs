@@ -11,6 +11,12 @@ use crate::configuration::ServerSettings;
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn run(settings: &ServerSettings) -> ExitCode {
+    if settings.health_port == 0 {
+        eprintln!(
+            "web-fe healthcheck: HEALTH_PORT=0 names no port to ask: set the port the replica listens on"
+        );
+        return ExitCode::FAILURE;
+    }
     let result = probe(local_address(settings));
     match result {
         Ok(()) => ExitCode::SUCCESS,

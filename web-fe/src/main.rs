@@ -8,8 +8,8 @@ use web_fe::{healthcheck, privileges, telemetry};
 const BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = match Cli::from_env() {
-        Ok(cli) => cli,
+    let (command, settings) = match Cli::from_env() {
+        Ok(read) => read,
         // Help and version exit 0; a bad value exits 2, naming its variable.
         Err(StartError::Cli(e)) => {
             let _ = e.print();
@@ -20,9 +20,9 @@ fn main() -> ExitCode {
             return ExitCode::from(BAD_CONFIG);
         }
     };
-    match cli.command {
-        Some(Command::Healthcheck) => healthcheck::run(&cli.settings.server),
-        None => serve(&cli.settings),
+    match command {
+        Some(Command::Healthcheck) => healthcheck::run(&settings.server),
+        None => serve(&settings),
     }
 }
 

@@ -27,6 +27,9 @@ use crate::telemetry::observe_request;
 pub struct Application {
     server: Server,
     health: Server,
+    /// The ports bound, which differ from the settings' where those say 0.
+    port: u16,
+    health_port: u16,
     state: Data<AppState>,
     presence: Presence,
     drain: Duration,
@@ -38,7 +41,7 @@ impl Application {
         let net = &settings.server;
         let listener = TcpListener::bind((net.host, net.port))?;
         let port = listener.local_addr()?.port();
-        let health = health_server(net.health_port)?;
+        let (health, health_port) = health_server(net.health_port)?;
         let replica = Replica::new(
             settings
                 .replica
@@ -108,22 +111,35 @@ impl Application {
         tracing::info!(
             replica = %state.replica.hostname,
             address = %format!("{}:{port}", net.host),
-            redis = %settings.redis.target(),
+            port,
+            redis = %settings.redis.target,
             version = build_info::VERSION,
             keep_alive = ?net.keep_alive.0,
             workers = net.workers,
             max_connections = net.max_connections,
             max_board_streams = net.max_board_streams,
-            health_port = net.health_port,
+            health_port,
             "web-fe listening"
         );
         Ok(Self {
             server,
             health,
+            port,
+            health_port,
             state,
             presence,
             drain: net.shutdown_drain,
         })
+    }
+
+    /// The port this replica listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The loopback port of the container health check.
+    pub fn health_port(&self) -> u16 {
+        self.health_port
     }
 
     /// Serves until a signal, then drains and stops gracefully; resolves when all workers
@@ -149,18 +165,19 @@ impl Application {
 /// The container health check's own listener, on loopback only. The public port holds at
 /// most `MAX_CONNECTIONS` and the kernel queues the rest, so a flood of slow clients could
 /// keep a probe waiting there; Docker or swarm would then kill a replica that is only busy.
-fn health_server(port: u16) -> io::Result<Server> {
-    Ok(
-        HttpServer::new(|| App::new().route("/healthz", web::get().to(routes::healthz)))
-            .workers(1)
-            .max_connections(16)
-            .client_request_timeout(Duration::from_secs(1))
-            .keep_alive(KeepAlive::Disabled)
-            .disable_signals()
-            .shutdown_timeout(1)
-            .bind((Ipv4Addr::LOCALHOST, port))?
-            .run(),
-    )
+fn health_server(port: u16) -> io::Result<(Server, u16)> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(|| App::new().route("/healthz", web::get().to(routes::healthz)))
+        .workers(1)
+        .max_connections(16)
+        .client_request_timeout(Duration::from_secs(1))
+        .keep_alive(KeepAlive::Disabled)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+    Ok((server, port))
 }
 
 /// On the first SIGTERM/SIGINT: fail readiness, keep serving for `drain` while the

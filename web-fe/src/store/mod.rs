@@ -106,7 +106,7 @@ impl Store {
     ) -> Self {
         let started = crate::clock::unix_millis();
         Self(Rc::new(Counter {
-            link: Link::new(settings.target().clone(), settings.timeout),
+            link: Link::new(settings.target.clone(), settings.timeout),
             timeout: settings.timeout,
             restart_grace: settings.restart_grace,
             replica_wait: settings.replica_wait,

@@ -75,7 +75,7 @@ type PresenceReply = (
 impl PresenceStore {
     pub fn new(settings: &RedisSettings, replication: Replication) -> Self {
         Self {
-            link: Link::new(settings.target().clone(), settings.timeout),
+            link: Link::new(settings.target.clone(), settings.timeout),
             script: redis::Script::new(PRESENCE_SCRIPT),
             replication,
         }

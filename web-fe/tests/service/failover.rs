@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::reliability::reliability_row;
 use crate::support::{Redis, WebFe, board, client, free_port, query_at, signal, wait_for};
+use test_support::reliability_row;
 
 const PASSWORD: &str = "copies-secret";
 const MASTER: &str = "counter";

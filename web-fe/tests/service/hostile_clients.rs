@@ -6,10 +6,10 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::reliability::reliability_row;
 use crate::support::{
     Redis, WebFe, client, exchange, open_fds, raw_request, rss_kib, run_to_exit, text,
 };
+use test_support::reliability_row;
 
 /// Sends `bytes`, which never finish a request: the reply and how long the server kept the
 /// connection open.

@@ -8,8 +8,6 @@ mod outage;
 mod pages;
 mod presence;
 mod redis_data;
-#[path = "../../../tests/src/reliability.rs"]
-mod reliability;
 mod settings;
 mod shutdown;
 mod support;

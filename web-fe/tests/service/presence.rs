@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::reliability::reliability_row;
 use crate::support::{
     Redis, WebFe, board, board_states, get_status, raw_request, signal, wait_for,
 };
+use test_support::reliability_row;
 
 /// A replica named `name` on `node` that forgets stopped replicas after 5 s.
 fn replica(redis: &Redis, name: &str, node: &str) -> WebFe {

@@ -263,13 +263,7 @@ async fn a_counted_view_never_reads_the_board() {
     wait_for("the first heartbeat", Duration::from_secs(5), || {
         board(&web).filter(|b| b["read_at_ms"].as_u64() > Some(0))
     });
-    let board_reads = [
-        "zrevrange",
-        "hmget",
-        "zrangebyscore",
-        "zcard",
-        "zadd",
-    ];
+    let board_reads = ["zrevrange", "hmget", "zrangebyscore", "zcard", "zadd"];
     let before: Vec<u64> = board_reads.iter().map(|c| calls(&redis, c)).collect();
     let (incrby, hincrby, hset) = (
         calls(&redis, "incrby"),

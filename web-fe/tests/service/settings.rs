@@ -6,7 +6,7 @@ use crate::support::{Redis, WebFe, run_to_exit};
 fn invalid_settings_stop_start_up_with_exit_code_2() {
     for (var, value) in [
         ("PORT", "http"),
-        ("PORT", "0"),
+        ("PORT", "65536"),
         ("REDIS_URL", "localhost:6379"),
         ("REDIS_TIMEOUT", "1000"),
         ("KEEP_ALIVE", "yes"),
@@ -23,7 +23,7 @@ fn invalid_settings_stop_start_up_with_exit_code_2() {
         ("KEEP_ALIVE", "9999999999m"),
         ("REQUEST_TIMEOUT", "2m"),
         ("MAX_CONNECTIONS", "1000000"),
-        ("HEALTH_PORT", "0"),
+        ("HEALTH_PORT", "70000"),
     ] {
         let (status, output) = run_to_exit(&[], &[(var, value)]);
         assert_eq!(status.code(), Some(2), "{var}={value}: {output}");
@@ -41,12 +41,17 @@ fn help_lists_every_setting_with_its_variable_default_and_range() {
     assert_eq!(status.code(), Some(0), "{help}");
     for (var, default, range) in [
         ("HOST", "0.0.0.0", ""),
-        ("PORT", "8080", "1-65535"),
-        ("HEALTH_PORT", "8081", "1-65535"),
+        ("PORT", "8080", "0-65535; 0 takes a free one"),
+        ("HEALTH_PORT", "8081", "0-65535"),
         ("WORKERS", "", "1-256"),
         ("KEEP_ALIVE", "off", "1s to 10m"),
         ("REQUEST_TIMEOUT", "5s", "1s-1m"),
         ("MAX_CONNECTIONS", "256", "16-65536"),
+        (
+            "MAX_BOARD_STREAMS",
+            "64",
+            "1-32768 and at most half of MAX_CONNECTIONS",
+        ),
         ("SHUTDOWN_DRAIN", "0", "0-10m"),
         ("SHUTDOWN_TIMEOUT", "5s", "0-10m"),
         ("REDIS_URL", "redis://redis:6379", ""),

@@ -8,224 +8,23 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::{self, FromRedisValue, RedisResult};
-
 /// Long enough for a loaded 2-core CI machine; every wait polls and returns early.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
+pub use test_support::{Redis, free_port, open_fds, query_at, rss_kib, signal, wait_for};
 
-/// Sends a signal by PID; the harness never stops processes by name.
-pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .expect("kill(1) is available");
-    assert!(status.success(), "kill -{name} {pid} failed");
-}
-
-/// Polls `ready` every 20 ms until it returns Some, or panics after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = ready() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A real redis-server, private to one test.
-pub struct Redis {
-    pub port: u16,
-    password: Option<String>,
-    /// With an append-only file in this folder, data survives restarts.
-    data_dir: Option<std::path::PathBuf>,
-    /// More arguments for redis-server, such as `--replicaof`.
-    extra: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Redis {
-    pub fn start() -> Self {
-        Self::start_with(None)
-    }
-
-    pub fn start_with_password(password: &str) -> Self {
-        Self::start_with(Some(password.to_owned()))
-    }
-
-    /// A Redis that keeps its data across [`Redis::restart`], in an append-only file.
-    pub fn start_persistent() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("web-fe-redis-{port}"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut redis = Self {
-            port,
-            password: None,
-            data_dir: Some(dir),
-            extra: Vec::new(),
-            child: None,
-        };
-        redis.launch();
-        redis
-    }
-
-    fn start_with(password: Option<String>) -> Self {
-        Self::start_with_args(password, &[])
-    }
-
-    /// A Redis started with `extra` redis-server arguments on top of the test defaults.
-    pub fn start_with_args(password: Option<String>, extra: &[&str]) -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            password,
-            data_dir: None,
-            extra: extra.iter().map(|&a| a.to_owned()).collect(),
-            child: None,
-        };
-        redis.launch();
-        redis
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("redis is running").id()
-    }
-
-    /// Stops the server; the port stays reserved for [`Redis::restart`].
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts again on the same port: empty, or with its data if persistent.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.launch();
-    }
-
-    /// Stops with SIGTERM, as `docker restart` does: Redis finishes and saves, then exits.
-    pub fn stop_gracefully(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(child.id(), "TERM");
-            let _ = child.wait();
-        }
-    }
-
-    fn launch(&mut self) {
-        let port = self.port.to_string();
-        let dir = self
-            .data_dir
-            .as_ref()
-            .map(|d| d.to_string_lossy().into_owned());
-        let appendonly = if dir.is_some() { "yes" } else { "no" };
-        let mut args = vec![
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            appendonly,
-        ];
-        // A replica writes the RDB it syncs even with saving off: never into the working
-        // folder, where every later Redis of the suite would load it.
-        let scratch = std::env::temp_dir().to_string_lossy().into_owned();
-        let dbfilename = format!("web-fe-test-{}.rdb", self.port);
-        args.extend(["--dir", dir.as_deref().unwrap_or(&scratch)]);
-        args.extend(["--dbfilename", &dbfilename]);
-        if let Some(password) = &self.password {
-            args.extend(["--requirepass", password]);
-        }
-        args.extend(self.extra.iter().map(String::as_str));
-        let child = Command::new("redis-server")
-            .args(&args)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}). The tests need a real Redis: \
-                     install it with `sudo apt-get install redis-server` (Debian/Ubuntu) \
-                     or `brew install redis` (macOS), then run the tests again."
-                )
-            });
-        let pid = child.id();
-        self.child = Some(child);
-        // Another test's server may have taken this port between `free_port` and the bind:
-        // then ours exits, and the one answering is not ours. Start again on a new port.
-        let own = wait_for("redis-server to answer", START_TIMEOUT, || {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
-                return Some(false);
-            }
-            let info = self.try_query::<String>(&["INFO", "server"]).ok()?;
-            Some(info.contains(&format!("process_id:{pid}\r\n")))
-        });
-        if !own {
-            self.stop();
-            self.port = free_port();
-            self.launch();
-        }
-    }
-
-    /// Runs one command, for a test's own set-up and checks; panics if Redis refuses it.
-    pub fn query<T: FromRedisValue>(&self, args: &[impl AsRef<str>]) -> T {
-        self.try_query(args)
-            .unwrap_or_else(|e| panic!("redis {:?}: {e}", args[0].as_ref()))
-    }
-
-    /// Runs one command; an error if Redis is down or refuses it.
-    fn try_query<T: FromRedisValue>(&self, args: &[impl AsRef<str>]) -> RedisResult<T> {
-        query_at(self.port, self.password.as_deref(), args)
-    }
-
-    /// The `hits` counter as Redis holds it; 0 while the key does not exist.
-    pub fn hits(&self) -> i64 {
-        self.query::<Option<i64>>(&["GET", "hits"]).unwrap_or(0)
-    }
-}
-
-/// One command to the Redis (or Sentinel) on a loopback port, for a test's own set-up and
-/// checks: it gives up after 2 s rather than hang the test.
-pub fn query_at<T: FromRedisValue>(
-    port: u16,
-    password: Option<&str>,
-    args: &[impl AsRef<str>],
-) -> RedisResult<T> {
-    let auth = password.map_or(String::new(), |p| format!(":{p}@"));
-    let url = format!("redis://{auth}127.0.0.1:{port}");
-    let patience = Duration::from_secs(2);
-    let mut connection = redis::Client::open(url)?.get_connection_with_timeout(patience)?;
-    connection.set_read_timeout(Some(patience))?;
-    let mut command = redis::cmd(args[0].as_ref());
-    for arg in &args[1..] {
-        command.arg(arg.as_ref());
-    }
-    command.query(&mut connection)
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_file(
-            std::env::temp_dir().join(format!("web-fe-test-{}.rdb", self.port)),
-        );
-        if let Some(dir) = &self.data_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
+/// A port the start-up line names: ` port=8080` in the text log, `"port":8080` in JSON.
+fn logged_port(line: &str, field: &str) -> u16 {
+    [format!(" {field}="), format!("\"{field}\":")]
+        .iter()
+        .find_map(|key| {
+            let rest = line.split(key.as_str()).nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in the start-up line {line:?}"))
 }
 
 /// The real web-fe binary, with its stdout collected line by line.
@@ -239,33 +38,33 @@ pub struct WebFe {
 
 impl WebFe {
     /// Starts web-fe against `redis_url` with `env` on top of test defaults, and waits
-    /// until `/healthz` answers.
+    /// until `/healthz` answers. It takes free ports itself (`PORT=0`, `HEALTH_PORT=0`) and
+    /// names them in its start-up line, so no other test can take them first.
     pub fn start(redis_url: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let mut web = Self::spawn(port, redis_url, env);
-        let deadline = Instant::now() + START_TIMEOUT;
-        while get_status(port, "/healthz").is_none() {
+        let mut web = Self::spawn(redis_url, env);
+        let line = web.logs_once_they_contain("web-fe listening");
+        let listening = line
+            .lines()
+            .find(|l| l.contains("web-fe listening"))
+            .unwrap_or_default();
+        web.port = logged_port(listening, "port");
+        web.health_port = logged_port(listening, "health_port");
+        wait_for("web-fe's /healthz", START_TIMEOUT, || {
             if let Ok(Some(status)) = web.child.try_wait() {
                 panic!("web-fe exited with {status} at start:\n{}", web.logs());
             }
-            assert!(
-                Instant::now() < deadline,
-                "web-fe did not start:\n{}",
-                web.logs()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            get_status(web.port, "/healthz")
+        });
         web
     }
 
-    fn spawn(port: u16, redis_url: &str, env: &[(&str, &str)]) -> Self {
-        let health_port = free_port();
+    fn spawn(redis_url: &str, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_web-fe"));
         command
             .env_clear()
             .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("HEALTH_PORT", health_port.to_string())
+            .env("PORT", "0")
+            .env("HEALTH_PORT", "0")
             .env("REDIS_URL", redis_url)
             .env("WORKERS", "2")
             .envs(env.iter().copied())
@@ -285,8 +84,8 @@ impl WebFe {
             });
         }
         Self {
-            port,
-            health_port,
+            port: 0,
+            health_port: 0,
             child,
             logs,
         }
@@ -352,12 +151,32 @@ impl Drop for WebFe {
 
 /// Runs web-fe with `env` and returns its exit status and output, for start-up failures.
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_web-fe"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_web-fe"))
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("web-fe binary runs");
+    // A setting that is wrongly accepted starts a server: stop it rather than hang the suite.
+    let deadline = Instant::now() + START_TIMEOUT;
+    while child
+        .try_wait()
+        .expect("web-fe can be waited for")
+        .is_none()
+    {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("killed web-fe is reaped");
+            panic!(
+                "web-fe {args:?} with {env:?} was still running after {START_TIMEOUT:?}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("web-fe's output is read");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status, text)
@@ -433,23 +252,6 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
 pub async fn text(http: &reqwest::Client, url: &str) -> String {
     let response = http.get(url).send().await.expect("request sent");
     response.text().await.expect("body read")
-}
-
-/// Resident memory of a process, in KiB, from `/proc`.
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process runs");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in /proc status")
-}
-
-/// File descriptors a process holds open (sockets included), from `/proc`.
-pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("process runs")
-        .count()
 }
 
 /// A TCP proxy in front of a real Redis that fails the way a crash mid-call does: Redis

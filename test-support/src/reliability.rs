@@ -1,5 +1,5 @@
-//! Rows of the RELIABILITY.md fault table. The service tests (web-fe/tests/service) use
-//! this same file through `#[path]`: both crates sit one folder below the repository root.
+//! Rows of the RELIABILITY.md fault table, from the service tests and the end-to-end tests
+//! alike.
 
 use std::io::Write;
 use std::path::Path;

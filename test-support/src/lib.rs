@@ -1,0 +1,12 @@
+//! What both test suites share: the service tests (`web-fe/tests`) and the end-to-end
+//! harness (`tests/`). Each module holds one concern.
+
+mod poll;
+mod process;
+mod redis_server;
+mod reliability;
+
+pub use poll::wait_for;
+pub use process::{open_fds, rss_kib, signal};
+pub use redis_server::{Redis, free_port, query_at};
+pub use reliability::reliability_row;
