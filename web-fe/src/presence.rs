@@ -84,8 +84,7 @@ impl Presence {
             Ok(roll) => Board::from_roll(&me.hostname, roll, Self::silent_after(self.interval)),
             // What is published is the last board read (marked again if a beat failed before).
             Err(e) => {
-                self.state.metrics.observe_redis_error(&e);
-                tracing::warn!(error = %e, "heartbeat failed");
+                self.state.redis_failed(&e, "heartbeat failed");
                 let trouble = format!("Redis {}", e.trouble.phrase());
                 self.publish.borrow().board.unreachable(trouble)
             }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::KeepAlive;
-use actix_web::middleware::from_fn;
+use actix_web::http::header::CACHE_CONTROL;
+use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};
 use tokio::signal::unix::{SignalKind, signal};
@@ -81,6 +82,7 @@ impl Application {
                 .app_data(Data::new(store))
                 .wrap(from_fn(observe_request))
                 .wrap(from_fn(guard::connection_rules))
+                .wrap(no_store())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
@@ -162,21 +164,31 @@ impl Application {
     }
 }
 
+/// Every answer, errors included, is fresh: a refresh must reach a replica, or neither the
+/// count nor the replica shown would change, and a probe must not read a cached state.
+fn no_store() -> DefaultHeaders {
+    DefaultHeaders::new().add((CACHE_CONTROL, "no-store"))
+}
+
 /// The container health check's own listener, on loopback only. The public port holds at
 /// most `MAX_CONNECTIONS` and the kernel queues the rest, so a flood of slow clients could
 /// keep a probe waiting there; Docker or swarm would then kill a replica that is only busy.
 fn health_server(port: u16) -> io::Result<(Server, u16)> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
     let port = listener.local_addr()?.port();
-    let server = HttpServer::new(|| App::new().route("/healthz", web::get().to(routes::healthz)))
-        .workers(1)
-        .max_connections(16)
-        .client_request_timeout(Duration::from_secs(1))
-        .keep_alive(KeepAlive::Disabled)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)?
-        .run();
+    let server = HttpServer::new(|| {
+        App::new()
+            .wrap(no_store())
+            .route("/healthz", web::get().to(routes::healthz))
+    })
+    .workers(1)
+    .max_connections(16)
+    .client_request_timeout(Duration::from_secs(1))
+    .keep_alive(KeepAlive::Disabled)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
     Ok((server, port))
 }
 

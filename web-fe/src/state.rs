@@ -11,6 +11,7 @@ use tokio::sync::{Notify, watch};
 use crate::board::Published;
 use crate::metrics::Metrics;
 use crate::replica::Replica;
+use crate::store::StoreError;
 
 pub struct AppState {
     pub replica: Replica,
@@ -49,6 +50,13 @@ impl AppState {
             board_streams: AtomicU32::new(0),
             max_board_streams,
         }
+    }
+
+    /// Every failed Redis call goes through here: counted by kind in the metrics, and
+    /// logged with its cause under `what` (within the request's span, so with its id).
+    pub fn redis_failed(&self, error: &StoreError, what: &str) {
+        self.metrics.observe_redis_error(error);
+        tracing::warn!(error = %error.report(), "{what}");
     }
 
     pub fn start_draining(&self) {

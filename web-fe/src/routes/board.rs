@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::web::{Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
@@ -46,7 +46,6 @@ struct BoardWithHtml<'a> {
 pub async fn board_json(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
     let published = state.board.borrow().clone();
     let mut answer = HttpResponse::Ok();
-    answer.insert_header((CACHE_CONTROL, "no-store"));
     if !has_flag(req.query_string(), "html") {
         return answer.json(&published.board);
     }
@@ -82,7 +81,6 @@ pub async fn board_stream(state: Data<AppState>) -> HttpResponse {
     boards.mark_changed();
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/event-stream"))
-        .insert_header((CACHE_CONTROL, "no-store"))
         // Proxies such as nginx would otherwise hold events back.
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(events(boards, place))
@@ -91,7 +89,6 @@ pub async fn board_stream(state: Data<AppState>) -> HttpResponse {
 fn refuse(retry_after: &'static str, why: &'static str) -> HttpResponse {
     HttpResponse::ServiceUnavailable()
         .insert_header((RETRY_AFTER, retry_after))
-        .insert_header((CACHE_CONTROL, "no-store"))
         .body(why)
 }
 

@@ -1,7 +1,7 @@
 //! `/` and `/api`: count one view and show it, as a page or as JSON.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
@@ -50,7 +50,7 @@ pub async fn page(
         current: &view.hostname,
     };
     let body = page.render().map_err(|e| fail(Problem::internal(e)))?;
-    Ok(fresh(HttpResponse::Ok())
+    Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
         .body(body))
 }
@@ -65,7 +65,7 @@ pub async fn api(
     let view = count_visit(&state, &store)
         .await
         .map_err(|e| AppError::new(&state, Form::Json, Problem::redis_down(&state, &e)))?;
-    let mut answer = fresh(HttpResponse::Ok());
+    let mut answer = HttpResponse::Ok();
     if asks_to_close(req.query_string()) {
         answer.force_close();
     }
@@ -86,12 +86,11 @@ async fn head(state: &AppState, store: &Store, content_type: &str) -> HttpRespon
     let status = match store.check_ready().await {
         Ok(()) => StatusCode::OK,
         Err(e) => {
-            state.metrics.observe_redis_error(&e);
-            tracing::warn!(error = %e, "HEAD: Redis is not ready");
+            state.redis_failed(&e, "HEAD: Redis is not ready");
             StatusCode::SERVICE_UNAVAILABLE
         }
     };
-    fresh(HttpResponse::build(status))
+    HttpResponse::build(status)
         .insert_header((CONTENT_TYPE, content_type))
         .finish()
 }
@@ -106,17 +105,10 @@ async fn count_visit(state: &AppState, store: &Store) -> Result<VisitView, Store
             Ok(VisitView::new(state, visit))
         }
         Err(e) => {
-            state.metrics.observe_redis_error(&e);
-            tracing::warn!(error = %e, "could not count the view");
+            state.redis_failed(&e, "could not count the view");
             Err(e)
         }
     }
-}
-
-/// Every refresh must reach a server, or the count and the replica would not change.
-fn fresh(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
-    builder.insert_header((CACHE_CONTROL, "no-store"));
-    builder
 }
 
 fn asks_to_close(query: &str) -> bool {

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{ALLOW, CACHE_CONTROL, RETRY_AFTER};
+use actix_web::http::header::{ALLOW, RETRY_AFTER};
 use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use askama::Template;
@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::build_info;
 use crate::echo::shorten;
 use crate::state::AppState;
-use crate::store::{StoreError, Trouble};
+use crate::store::StoreError;
 
 /// What went wrong, in words for the person reading it.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ impl Problem {
         let trouble = error.trouble;
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            title: title(trouble),
+            title: trouble.title(),
             detail: format!(
                 "Replica {} could not count this view: Redis {}. {}",
                 state.replica.hostname,
@@ -43,7 +43,7 @@ impl Problem {
                     "This view was not counted."
                 }
             ),
-            hint: hint(trouble, state.replica.on_swarm()),
+            hint: trouble.hint(state.replica.on_swarm()),
         }
     }
 
@@ -81,52 +81,6 @@ impl Problem {
             title: "Method not allowed",
             detail: format!("{} is not accepted here.", shorten(method)),
             hint: "Use GET (or HEAD).",
-        }
-    }
-}
-
-fn title(trouble: Trouble) -> &'static str {
-    match trouble {
-        Trouble::Unreachable => "Redis cannot be reached",
-        Trouble::TimedOut => "Redis did not answer in time",
-        Trouble::PasswordRefused => "Redis refused our password",
-        Trouble::UnexpectedData => "Redis holds data web-fe does not expect",
-        Trouble::Refused => "Redis refused the command",
-        Trouble::NoReplica => "No Redis replica holds a copy of this view",
-    }
-}
-
-/// What to do, in the words of where this replica runs: a swarm task or Compose.
-fn hint(trouble: Trouble, on_swarm: bool) -> &'static str {
-    match (trouble, on_swarm) {
-        (Trouble::Unreachable | Trouble::TimedOut, false) => {
-            "Nothing is lost: the count lives in Redis. Refresh once Redis is back \
-             (docker compose ps shows its state); no restart of web-fe is needed."
-        }
-        (Trouble::Unreachable | Trouble::TimedOut, true) => {
-            "Nothing answered 200 is lost: the count lives in the Redis copies. Refresh once \
-             a master is back (docker service ls shows the stack's redis and sentinel \
-             services, docker service ps <stack>_redis why a copy is not running); no \
-             restart of web-fe is needed."
-        }
-        (Trouble::NoReplica, true) => {
-            "The master answers but no replica confirmed a copy, so this view was not \
-             promised. Refresh once a replica is back (docker service ps <stack>_redis \
-             shows the copies); views count again by themselves."
-        }
-        (Trouble::NoReplica, false) => {
-            "The master answers but no replica confirmed a copy, so this view was not \
-             promised. Refresh once a replica is back; views count again by themselves."
-        }
-        (Trouble::PasswordRefused, _) => {
-            "web-fe and Redis must use the same password: check the redis-password secret \
-             (REDIS_PASSWORD_FILE), then restart web-fe."
-        }
-        (Trouble::UnexpectedData, _) => {
-            "This replica's log names the key and what it holds; fix or delete it with redis-cli."
-        }
-        (Trouble::Refused, _) => {
-            "This replica's log has Redis's own message; check Redis's log and memory."
         }
     }
 }
@@ -176,7 +130,6 @@ impl ResponseError for AppError {
     fn error_response(&self) -> HttpResponse {
         let problem = &self.problem;
         let mut builder = HttpResponse::build(problem.status);
-        builder.insert_header((CACHE_CONTROL, "no-store"));
         if problem.status == StatusCode::SERVICE_UNAVAILABLE {
             builder.insert_header((RETRY_AFTER, "1"));
         }

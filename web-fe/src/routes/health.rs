@@ -2,7 +2,6 @@
 //! or Docker kill every replica. Readiness does, so load balancers can wait for it.
 
 use actix_web::HttpResponse;
-use actix_web::http::header::CACHE_CONTROL;
 use actix_web::web::Data;
 
 use crate::state::AppState;
@@ -22,8 +21,7 @@ pub async fn readyz(state: Data<AppState>, store: Data<Store>) -> HttpResponse {
     match store.check_ready().await {
         Ok(()) => text(HttpResponse::Ok(), "ready\n".into()),
         Err(e) => {
-            state.metrics.observe_redis_error(&e);
-            tracing::warn!(error = %e, "not ready");
+            state.redis_failed(&e, "not ready");
             text(
                 HttpResponse::ServiceUnavailable(),
                 format!(
@@ -46,8 +44,5 @@ fn where_to_look(state: &AppState) -> &'static str {
 }
 
 fn text(mut builder: actix_web::HttpResponseBuilder, body: String) -> HttpResponse {
-    builder
-        .content_type("text/plain; charset=utf-8")
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .body(body)
+    builder.content_type("text/plain; charset=utf-8").body(body)
 }

@@ -1,6 +1,6 @@
 //! Why Redis could not count a view: a kind a visitor can read, and details for the log.
 
-use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{ErrorKind, RedisError};
@@ -49,6 +49,53 @@ impl Trouble {
         }
     }
 
+    /// A page's heading.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Unreachable => "Redis cannot be reached",
+            Self::TimedOut => "Redis did not answer in time",
+            Self::PasswordRefused => "Redis refused our password",
+            Self::UnexpectedData => "Redis holds data web-fe does not expect",
+            Self::Refused => "Redis refused the command",
+            Self::NoReplica => "No Redis replica holds a copy of this view",
+        }
+    }
+
+    /// What to do, in the words of where this replica runs: a swarm task or Compose.
+    pub fn hint(self, on_swarm: bool) -> &'static str {
+        match (self, on_swarm) {
+            (Self::Unreachable | Self::TimedOut, false) => {
+                "Nothing is lost: the count lives in Redis. Refresh once Redis is back \
+                 (docker compose ps shows its state); no restart of web-fe is needed."
+            }
+            (Self::Unreachable | Self::TimedOut, true) => {
+                "Nothing answered 200 is lost: the count lives in the Redis copies. Refresh once \
+                 a master is back (docker service ls shows the stack's redis and sentinel \
+                 services, docker service ps <stack>_redis why a copy is not running); no \
+                 restart of web-fe is needed."
+            }
+            (Self::NoReplica, true) => {
+                "The master answers but no replica confirmed a copy, so this view was not \
+                 promised. Refresh once a replica is back (docker service ps <stack>_redis \
+                 shows the copies); views count again by themselves."
+            }
+            (Self::NoReplica, false) => {
+                "The master answers but no replica confirmed a copy, so this view was not \
+                 promised. Refresh once a replica is back; views count again by themselves."
+            }
+            (Self::PasswordRefused, _) => {
+                "web-fe and Redis must use the same password: check the redis-password secret \
+                 (REDIS_PASSWORD_FILE), then restart web-fe."
+            }
+            (Self::UnexpectedData, _) => {
+                "This replica's log names the key and what it holds; fix or delete it with redis-cli."
+            }
+            (Self::Refused, _) => {
+                "This replica's log has Redis's own message; check Redis's log and memory."
+            }
+        }
+    }
+
     /// The label in `redis_errors_total{kind}`.
     pub fn label(self) -> &'static str {
         match self {
@@ -88,48 +135,60 @@ impl Trouble {
     }
 }
 
+/// What failed beneath a [`StoreError`]: kept as a typed cause for the log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Cause {
+    /// Shared so that each view of a failed batch carries the same error.
+    #[error(transparent)]
+    Redis(Arc<RedisError>),
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error("no replica confirmed the view within {0:?}")]
+    NoReplicaConfirmed(Duration),
+    #[error("{counts} counts for a batch of {views} views")]
+    WrongReplyLength { views: usize, counts: usize },
+    #[error("the batch holding this view was dropped")]
+    BatchDropped,
+}
+
 /// A view Redis could not count, and whether it may have been counted all the same.
 /// Cloned for each view of a batch that failed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "Redis at {address} {}{}",
+    trouble.phrase(),
+    if *maybe_counted { " (the view may have been counted)" } else { "" }
+)]
 pub struct StoreError {
     pub trouble: Trouble,
     /// Set once any attempt of the visit may have reached Redis; never cleared.
     pub maybe_counted: bool,
-    /// For the log only: the address and the raw error.
-    detail: String,
+    /// For the log only, with the cause: public answers use [`Trouble::phrase`].
+    address: String,
+    #[source]
+    cause: Cause,
 }
 
 impl StoreError {
-    pub fn new(trouble: Trouble, address: &str, detail: impl fmt::Display) -> Self {
+    pub fn new(trouble: Trouble, address: &str, cause: Cause) -> Self {
         Self {
             trouble,
             maybe_counted: false,
-            detail: format!("Redis at {address}: {detail}"),
+            address: address.to_owned(),
+            cause,
         }
     }
 
-    pub fn from_redis(address: &str, error: &RedisError) -> Self {
-        Self::new(Trouble::of(error), address, error)
+    pub fn from_redis(address: &str, error: RedisError) -> Self {
+        Self::new(Trouble::of(&error), address, Cause::Redis(Arc::new(error)))
     }
 
     pub fn timed_out(address: &str, after: Duration) -> Self {
-        Self::new(
-            Trouble::TimedOut,
-            address,
-            format_args!("no answer within {after:?}"),
-        )
+        Self::new(Trouble::TimedOut, address, Cause::NoAnswer(after))
+    }
+
+    /// The error and what redis-rs (or the store) said beneath it, for a log line.
+    pub fn report(&self) -> String {
+        format!("{self}: {}", self.cause)
     }
 }
-
-impl fmt::Display for StoreError {
-    /// The log line's text: address and raw error. Public answers use [`Trouble::phrase`].
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.detail)?;
-        if self.maybe_counted {
-            f.write_str(" (the view may have been counted)")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for StoreError {}

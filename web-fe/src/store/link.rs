@@ -84,7 +84,7 @@ impl Link {
     ) -> Result<T, StoreError> {
         let error = match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => StoreError::from_redis(&self.address(), &e),
+            Ok(Err(e)) => StoreError::from_redis(&self.address(), e),
             Err(_) => StoreError::timed_out(&self.address(), self.timeout),
         };
         self.forget();

@@ -16,6 +16,7 @@ use prometheus::Histogram;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use tokio::time::Instant;
 
+use error::Cause;
 pub use error::{StoreError, Trouble};
 pub use presence::{Copy, PresenceStore, Roll, RollEntry};
 
@@ -134,7 +135,7 @@ impl Store {
             Err(StoreError::new(
                 Trouble::Unreachable,
                 &self.0.link.address(),
-                "the batch holding this view was dropped",
+                Cause::BatchDropped,
             ))
         })
     }
@@ -222,7 +223,7 @@ impl Counter {
             .link
             .connection()
             .await
-            .map_err(|e| self.attempt_failed(&e))?;
+            .map_err(|e| self.attempt_failed(e))?;
         // The batch's counts must outlive every retry of it.
         let key_ttl_ms = (self.timeout + self.restart_grace).as_millis() + 1000;
         let reply: VisitReply = self
@@ -244,7 +245,7 @@ impl Counter {
                     || e.is_timeout()
                     || matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType),
                 broke_mid_call: e.is_connection_dropped(),
-                ..self.attempt_failed(&e)
+                ..self.attempt_failed(e)
             })?;
         let (counts, served, repairs) = reply;
         log_repairs(repairs);
@@ -281,7 +282,7 @@ impl Counter {
             .await
             .map_err(|e| FailedAttempt {
                 maybe_counted: true,
-                ..self.attempt_failed(&e)
+                ..self.attempt_failed(e)
             })?;
         if acked > 0 {
             return Ok(());
@@ -290,10 +291,7 @@ impl Counter {
             error: StoreError::new(
                 Trouble::NoReplica,
                 &self.link.address(),
-                format_args!(
-                    "no replica confirmed the view within {:?}",
-                    self.replica_wait
-                ),
+                Cause::NoReplicaConfirmed(self.replica_wait),
             ),
             retryable: false,
             maybe_counted: true,
@@ -301,10 +299,10 @@ impl Counter {
         })
     }
 
-    fn attempt_failed(&self, error: &RedisError) -> FailedAttempt {
+    fn attempt_failed(&self, error: RedisError) -> FailedAttempt {
         FailedAttempt {
+            retryable: is_retryable(&error),
             error: StoreError::from_redis(&self.link.address(), error),
-            retryable: is_retryable(error),
             maybe_counted: false,
             broke_mid_call: false,
         }
@@ -316,7 +314,7 @@ impl Counter {
             error: StoreError::new(
                 Trouble::UnexpectedData,
                 &self.link.address(),
-                format_args!("{counts} counts for a batch of {views} views"),
+                Cause::WrongReplyLength { views, counts },
             ),
             retryable: false,
             maybe_counted: false,

@@ -151,3 +151,44 @@ async fn redis_gone_is_a_503_in_words_and_readiness_fails() {
     );
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
 }
+
+#[actix_web::test]
+async fn every_answer_is_fresh_and_names_its_request() {
+    let mut app = spawn_app(&["--redis-timeout", "200ms", "--redis-restart-grace", "0"]).await;
+    let post = app.http.post(app.url("/api")).send().await.unwrap();
+    let mut answers = vec![("POST /api".to_owned(), post)];
+    for path in [
+        "/",
+        "/api",
+        "/api/board",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/nope",
+    ] {
+        answers.push((format!("GET {path}"), app.get(path).await));
+    }
+    app.redis.stop();
+    answers.push(("GET /api without Redis".into(), app.get("/api").await));
+    let mut ids = std::collections::HashSet::new();
+    for (what, answer) in &answers {
+        assert_eq!(answer.headers()[CACHE_CONTROL], "no-store", "{what}");
+        let id = answer.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(ids.insert(id), "{what}: an id given twice");
+    }
+
+    // A proxy's own id is kept when it is plain, replaced when it is not.
+    let asked = |id: &'static str| {
+        app.http
+            .get(app.url("/healthz"))
+            .header("x-request-id", id)
+            .send()
+    };
+    let kept = asked("edge-7f3a.1").await.unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "edge-7f3a.1");
+    let replaced = asked("two words").await.unwrap();
+    assert_ne!(replaced.headers()["x-request-id"], "two words");
+}

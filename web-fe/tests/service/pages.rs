@@ -155,10 +155,13 @@ async fn probes_and_metrics_do_not_count() {
 
 #[tokio::test]
 async fn every_request_writes_one_log_line_naming_the_replica() {
-    let redis = Redis::start();
-    let web = WebFe::start(&redis.url(), &[("LOG_FORMAT", "json")]);
+    let mut redis = Redis::start();
+    let web = WebFe::start(
+        &redis.url(),
+        &[("LOG_FORMAT", "json"), ("REDIS_RESTART_GRACE", "0")],
+    );
     let http = client();
-    http.get(web.url("/api")).send().await.unwrap();
+    let viewed = http.get(web.url("/api")).send().await.unwrap();
     http.get(web.url("/nothing-here")).send().await.unwrap();
     let hostname = gethostname::gethostname().to_string_lossy().into_owned();
     crate::support::wait_for("two log lines", std::time::Duration::from_secs(5), || {
@@ -176,7 +179,34 @@ async fn every_request_writes_one_log_line_naming_the_replica() {
     assert_eq!(lines[0]["path"], "/api");
     assert_eq!(lines[0]["status"], 200);
     assert!(lines[0]["latency_us"].as_u64().is_some());
+    assert_eq!(
+        lines[0]["span"]["id"],
+        viewed.headers()["x-request-id"].to_str().unwrap()
+    );
     assert_eq!(lines[1]["status"], 404);
+
+    // A warning written while serving a request carries that request's id.
+    redis.stop();
+    let failed = http.get(web.url("/api")).send().await.unwrap();
+    assert_eq!(failed.status(), 503);
+    let id = failed.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let logs = web.logs_once_they_contain("could not count the view");
+    let warning: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "could not count the view")
+        .unwrap();
+    assert_eq!(warning["span"]["id"], id.as_str(), "{logs}");
+    assert!(
+        warning["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{warning}"
+    );
 }
 
 #[tokio::test]
