@@ -4,9 +4,11 @@
 mod poll;
 mod process;
 mod redis_server;
+mod relay;
 mod reliability;
 
 pub use poll::wait_for;
 pub use process::{open_fds, rss_kib, signal};
 pub use redis_server::{Redis, free_port, query_at};
-pub use reliability::reliability_row;
+pub use relay::{pump, relay};
+pub use reliability::{not_checked_here, reliability_row};

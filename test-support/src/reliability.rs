@@ -20,3 +20,14 @@ pub fn reliability_row(cells: &str) {
         eprintln!("could not record the reliability row: {e}");
     }
 }
+
+/// Says that `check` did not run on this machine, and why: straight to the terminal (not
+/// through the test harness's capture, which shows a passing test's output to nobody)
+/// and as a row of the run's table, so that a pass is never read as covering it.
+pub fn not_checked_here(check: &str, why: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "NOT CHECKED on this machine: {check} ({why})"
+    );
+    reliability_row(&format!("{check} | not checked here | - | - | - | {why}"));
+}

@@ -5,10 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::runner::docker;
-
-/// Runs a docker command on some engine: success and stdout.
-type Engine<'a> = Box<dyn Fn(&[&str]) -> (bool, String) + 'a>;
+use crate::client::{Engine, this_machine};
 
 /// A long-lived client container that reads the board on demand; removed on drop.
 pub struct BoardWatcher<'a> {
@@ -81,15 +78,7 @@ impl BoardView {
 impl<'a> BoardWatcher<'a> {
     /// On the local engine.
     pub fn on_host(network: &str, client_image: &str) -> Self {
-        Self::start(
-            Box::new(|args: &[&str]| {
-                let out = docker(args);
-                let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                (out.status.success(), stdout)
-            }),
-            network,
-            client_image,
-        )
+        Self::start(this_machine(), network, client_image)
     }
 
     /// On any engine, through `engine` (the lab passes its manager's).

@@ -252,14 +252,13 @@ impl Balancer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("balancer port");
         let port = listener.local_addr().expect("address").port();
         std::thread::spawn(move || {
-            // A fixed-seed sequence: varied like a real balancer, the same on every run.
-            let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+            // A fixed seed: varied like a real balancer, the same on every run.
+            let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
             for client in listener.incoming().map_while(Result::ok) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let backend = backends[(state % backends.len() as u64) as usize];
-                std::thread::spawn(move || relay(client, backend));
+                let backend = backends[rng.usize(..backends.len())];
+                if let Ok(server) = TcpStream::connect(backend) {
+                    test_support::relay(client, server);
+                }
             }
         });
         Self { port }
@@ -268,23 +267,6 @@ impl Balancer {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
-}
-
-fn relay(client: TcpStream, backend: SocketAddr) {
-    let Ok(server) = TcpStream::connect(backend) else {
-        return;
-    };
-    let (Ok(mut client_in), Ok(mut server_in)) = (client.try_clone(), server.try_clone()) else {
-        return;
-    };
-    let (mut client_out, mut server_out) = (client, server);
-    let upstream = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut client_in, &mut server_out);
-        let _ = server_out.shutdown(std::net::Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut server_in, &mut client_out);
-    let _ = client_out.shutdown(std::net::Shutdown::Write);
-    let _ = upstream.join();
 }
 
 /// True if `path` is a PNG file.

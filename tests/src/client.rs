@@ -2,7 +2,72 @@
 //! `tasks.web-fe` for every connection (no routing mesh or VIP needed), and its log is
 //! tallied into the same [`LoadReport`] as load from the host. Used on the single-node stack and on the lab alike.
 
-use crate::load::LoadReport;
+use crate::load::{LoadReport, RunningLoad};
+
+/// Runs `docker` with these arguments on some engine (this machine's, or a lab node's):
+/// whether it succeeded, and what it printed.
+pub type Engine<'a> = Box<dyn Fn(&[&str]) -> (bool, String) + 'a>;
+
+/// This machine's engine.
+pub fn this_machine() -> Engine<'static> {
+    Box::new(|args: &[&str]| {
+        let out = crate::runner::docker(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success(), stdout)
+    })
+}
+
+/// A client container running [`request_loops`] on `engine`; removed when dropped.
+pub struct ClientLoad<'a> {
+    engine: Engine<'a>,
+    name: String,
+}
+
+impl<'a> ClientLoad<'a> {
+    /// `loops` request loops from a container named `name` on `network`.
+    pub fn start(engine: Engine<'a>, name: &str, network: &str, image: &str, loops: u32) -> Self {
+        let _ = engine(&["rm", "-f", name]);
+        let script = request_loops(loops);
+        let (ok, out) = engine(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            network,
+            image,
+            "sh",
+            "-c",
+            &script,
+        ]);
+        assert!(ok, "the client container {name} did not start: {out}");
+        Self {
+            engine,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl RunningLoad for ClientLoad<'_> {
+    /// Stops the loops and tallies what they saw.
+    fn finish(self) -> LoadReport {
+        let _ = (self.engine)(&["exec", &self.name, "touch", "/tmp/stop"]);
+        let (waited, out) = (self.engine)(&["wait", &self.name]);
+        assert!(
+            waited,
+            "the client container {} did not end: {out}",
+            self.name
+        );
+        let (_, log) = (self.engine)(&["logs", &self.name]);
+        tally(&log)
+    }
+}
+
+impl Drop for ClientLoad<'_> {
+    fn drop(&mut self) {
+        let _ = (self.engine)(&["rm", "-f", &self.name]);
+    }
+}
 
 /// A shell script for a client container: `loops` curl loops, each bounded to 20,000
 /// requests and 5 minutes, until `/tmp/stop` exists. One line per request: the status

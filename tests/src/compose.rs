@@ -3,22 +3,29 @@
 use std::process::Command;
 
 use crate::images::{WEB_FE_IMAGE, builder_image, redis_image};
-use crate::runner::{Cleanup, checked, docker_ok, repo_root};
+use crate::runner::{Cleanup, checked, docker, repo_root};
 
-/// The `hits` key, read inside the Redis container with the password from its secret.
 /// A shell command for a Redis container: `redis-cli <args>` with the password from the
 /// redis-password secret, kept out of the command line.
 pub fn redis_cli(args: &str) -> String {
     format!("REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli {args}")
 }
 
+/// The `hits` key, read inside the Redis container with the password from its secret.
 pub fn redis_hits(redis_container: &str) -> u64 {
-    let value = docker_ok(&["exec", redis_container, "sh", "-c", &redis_cli("get hits")]);
-    match value.as_str() {
-        "" => 0,
-        text => text
-            .parse()
-            .unwrap_or_else(|_| panic!("redis-cli get hits answered {text:?}")),
+    try_redis_hits(redis_container)
+        .unwrap_or_else(|| panic!("redis-cli get hits failed in {redis_container}"))
+}
+
+/// The same, `None` while Redis does not answer (restarting, or its container gone).
+pub fn try_redis_hits(redis_container: &str) -> Option<u64> {
+    let script = redis_cli("get hits");
+    let out = docker(&["exec", redis_container, "sh", "-c", &script]);
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    match text.as_str() {
+        _ if !out.status.success() => None,
+        "" => Some(0),
+        text => text.parse().ok(),
     }
 }
 

@@ -49,7 +49,7 @@ pub fn run(port: u16, seed: u64, requests: u64, slow: u64) -> Outcome {
         let stop = Arc::clone(&stop);
         move || slow_connections(address, slow, &stop)
     });
-    let mut rng = Rng(seed.max(1));
+    let mut rng = Rng(fastrand::Rng::with_seed(seed));
     let mut outcome = Outcome {
         requests,
         slow_connections: slow,
@@ -213,28 +213,21 @@ fn request(method: &str, path: &str, version: &str, headers: &[(&str, String)]) 
     text.into_bytes()
 }
 
-/// xorshift64*: reproducible from the seed, no dependency.
-struct Rng(u64);
+/// fastrand's generator, reproducible from the seed, and the shapes of input it makes.
+struct Rng(fastrand::Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.u64(..n.max(1))
     }
 
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
+        items[self.0.usize(..items.len())]
     }
 
     /// Up to `max` random bytes.
     fn bytes(&mut self, max: u64) -> Vec<u8> {
-        (0..self.below(max)).map(|_| self.next() as u8).collect()
+        (0..self.below(max)).map(|_| self.0.u8(..)).collect()
     }
 
     /// Up to `max` characters, mostly printable, with control characters, quotes and

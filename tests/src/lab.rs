@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::client::{request_loops, tally};
-use crate::load::LoadReport;
+use crate::client::ClientLoad;
 use crate::{checked, client_image, image_setting, redis_image, repo_root, wait_for};
 
 /// Where the stack's tasks reach each other, and where the client joins.
@@ -211,10 +210,17 @@ impl Lab {
 
     /// The `hits` key, read with redis-cli on the copy that is the master now.
     pub fn hits(&self) -> u64 {
+        self.try_hits().expect("the master answers GET hits")
+    }
+
+    /// The same, `None` while the master does not answer.
+    pub fn try_hits(&self) -> Option<u64> {
         let (node, copy) = self.master_copy();
-        self.redis_cli(&node, &copy, "get hits")
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+        let value = self.redis_cli(&node, &copy, "get hits")?;
+        match value.trim() {
+            "" => Some(0),
+            text => text.parse().ok(),
+        }
     }
 
     /// The node and container of the Redis copy that says it is the master (`ROLE`). Just
@@ -360,27 +366,20 @@ impl Lab {
         ])
     }
 
-    /// Starts bounded load: `loops` request loops in a client container (see [`request_loops`]).
-    pub fn load(&self, loops: u32) -> LabLoad<'_> {
+    /// Starts bounded load: `loops` request loops in a client container on manager1 (see
+    /// [`crate::client::request_loops`]).
+    pub fn load(&self, loops: u32) -> ClientLoad<'_> {
         self.load_on("manager1", loops)
     }
 
     /// The same load from a client container on `node`'s own engine, which reaches the
     /// replicas that node can reach (during a split, the ones on its side).
-    pub fn load_on(&self, node: &str, loops: u32) -> LabLoad<'_> {
+    pub fn load_on(&self, node: &str, loops: u32) -> ClientLoad<'_> {
         let name = format!("counter-lab-client-{node}-{}", std::process::id());
-        let _ = self.try_on(node, &["docker", "rm", "-f", &name]);
-        let run = ["docker", "run", "-d", "--name", &name, "--network", NETWORK];
-        let script = request_loops(loops);
-        self.on(
-            node,
-            &[&run[..], &[&self.client, "sh", "-c", &script]].concat(),
-        );
-        LabLoad {
-            lab: self,
-            node: node.to_owned(),
-            name,
-        }
+        let node = node.to_owned();
+        let engine =
+            Box::new(move |args: &[&str]| self.try_on(&node, &[&["docker"], args].concat()));
+        ClientLoad::start(engine, &name, NETWORK, &self.client, loops)
     }
 
     /// Cuts `node`'s machine off the lab network: it runs on, alone.
@@ -414,24 +413,6 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = lab(&["down"]).status();
-    }
-}
-
-/// Load running in the lab; [`LabLoad::finish`] stops it and counts the answers.
-pub struct LabLoad<'a> {
-    lab: &'a Lab,
-    node: String,
-    name: String,
-}
-
-impl LabLoad<'_> {
-    pub fn finish(self) -> LoadReport {
-        let (lab, node) = (self.lab, self.node.as_str());
-        let _ = lab.try_on(node, &["docker", "exec", &self.name, "touch", "/tmp/stop"]);
-        lab.on(node, &["docker", "wait", &self.name]);
-        let log = lab.on(node, &["docker", "logs", &self.name]);
-        let _ = lab.try_on(node, &["docker", "rm", "-f", &self.name]);
-        tally(&log)
     }
 }
 

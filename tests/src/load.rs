@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::http::request_status;
+use crate::{reliability_row, wait_for};
 
 /// What a load run saw: each request's outcome, by kind.
 #[derive(Debug, Default, Clone)]
@@ -117,4 +118,109 @@ pub fn summarise<'a>(
         }
     }
     report
+}
+
+/// Load that runs until it is finished, then says what it saw: from this machine
+/// ([`Load`]) or from a client container ([`crate::client::ClientLoad`]).
+pub trait RunningLoad {
+    fn finish(self) -> LoadReport;
+}
+
+impl RunningLoad for Load {
+    fn finish(self) -> LoadReport {
+        Load::finish(self)
+    }
+}
+
+/// Views counted before a fault is injected, and again after it, so that both sides of
+/// the fault carry load.
+const SETTLING_VIEWS: u64 = 20;
+/// Longest wait for the count to move by [`SETTLING_VIEWS`].
+const SETTLING: Duration = Duration::from_secs(90);
+
+/// One fault under load: what the load saw, how far `hits` moved, how long the fault
+/// took, and what `inject` said of its outcome.
+#[derive(Debug)]
+pub struct FaultRun {
+    pub report: LoadReport,
+    pub counted: u64,
+    pub took: Duration,
+    pub outcome: String,
+}
+
+/// Starts `load`, waits until it is counted, injects the fault, waits until views are
+/// counted again, then finishes the load. `hits` reads the count, `None` while it cannot.
+pub fn under_fault<L: RunningLoad>(
+    hits: impl Fn() -> Option<u64>,
+    load: impl FnOnce() -> L,
+    inject: impl FnOnce() -> String,
+) -> FaultRun {
+    let before = wait_for("the count before the fault", SETTLING, &hits);
+    let load = load();
+    counted_past(&hits, before);
+    let started = Instant::now();
+    let outcome = inject();
+    let took = started.elapsed();
+    counted_past(
+        &hits,
+        wait_for("the count after the fault", SETTLING, &hits),
+    );
+    let report = load.finish();
+    // Without the append-only file a killed Redis may come back with fewer.
+    let counted = wait_for("the count after the load", SETTLING, &hits).saturating_sub(before);
+    FaultRun {
+        report,
+        counted,
+        took,
+        outcome,
+    }
+}
+
+/// Waits until load has moved the count a little past `mark`: it is reaching Redis.
+pub fn counted_past(hits: &impl Fn() -> Option<u64>, mark: u64) -> u64 {
+    wait_for("the load's views to be counted", SETTLING, || {
+        hits().filter(|&n| n >= mark + SETTLING_VIEWS)
+    })
+}
+
+impl FaultRun {
+    /// Views answered 200 but not counted; negative when views were counted that were
+    /// not answered 200 (a failed request that reached Redis).
+    pub fn lost(&self) -> i64 {
+        i64::try_from(self.report.ok).unwrap_or(i64::MAX)
+            - i64::try_from(self.counted).unwrap_or(i64::MAX)
+    }
+
+    /// Its RELIABILITY.md row: fault, injection, requests, failures, lost, outcome.
+    pub fn record(&self, fault: &str, injection: &str) {
+        let report = &self.report;
+        let failing = report.recovery.map_or(String::new(), |d| {
+            format!("; failing for {:.2} s", d.as_secs_f64())
+        });
+        println!("{fault}: {self:?}");
+        reliability_row(&format!(
+            "{fault} | {injection} | {} | {} {:?} | {} | {} in {:.0} s{failing}",
+            report.sent(),
+            report.failed(),
+            report.failures,
+            self.lost(),
+            self.outcome,
+            self.took.as_secs_f64()
+        ));
+    }
+
+    /// Every view answered 200 was counted, and only failed requests may have added
+    /// views that nobody was told of.
+    pub fn assert_nothing_lost(&self, fault: &str) {
+        let report = &self.report;
+        assert!(report.ok > 0, "nothing was served during {fault}: {self:?}");
+        assert!(
+            self.lost() <= 0,
+            "views answered 200 were not counted during {fault}: {self:?}"
+        );
+        assert!(
+            self.counted - report.ok <= report.failed(),
+            "more views counted than were answered or failed during {fault}: {self:?}"
+        );
+    }
 }

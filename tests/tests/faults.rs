@@ -7,9 +7,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    Cleanup, Compose, Load, LoadReport, PORT, WEB_FE_IMAGE, build_web_fe_image, check_redis_locked,
-    check_web_fe_hardening, checked, docker, docker_ok, exclusive, http_get, redis_hits,
-    reliability_row, repo_root, rss_kib, wait_for,
+    Cleanup, Compose, FaultRun, Load, PORT, WEB_FE_IMAGE, build_web_fe_image, check_redis_locked,
+    check_web_fe_hardening, checked, docker_ok, exclusive, http_get, redis_hits, reliability_row,
+    repo_root, rss_kib, try_redis_hits, under_fault, wait_for,
 };
 
 /// Load for each fault: 4 clients, bounded by count and time.
@@ -25,37 +25,23 @@ fn up(compose: &Compose) -> (String, String) {
     (compose.container("web-fe"), compose.container("redis"))
 }
 
-fn report_row(fault: &str, injection: &str, report: &LoadReport, lost: i64) {
-    let recovery = report.recovery.map_or("no failure".to_owned(), |d| {
-        format!("{:.2} s", d.as_secs_f64())
-    });
-    reliability_row(&format!(
-        "{fault} | {injection} | {} | {} {:?} | {lost} | {recovery}",
-        report.sent(),
-        report.failed(),
-        report.failures
-    ));
-}
-
-/// Runs load, injects `fault` after a moment, waits for readiness to return, stops the
-/// load; returns the report and how far `hits` moved.
-fn under_load(redis: &str, fault: impl FnOnce()) -> (LoadReport, u64) {
-    let before = redis_hits(redis);
-    let load = Load::start(PORT, "/api", CLIENTS, MAX_REQUESTS, MAX_LOAD_TIME);
-    thread::sleep(Duration::from_millis(1500));
-    fault();
-    wait_for("web-fe ready again", Duration::from_secs(30), || {
-        http_get(PORT, "/readyz").filter(|(status, _)| *status == 200)
-    });
-    thread::sleep(Duration::from_millis(1500));
-    let report = load.finish();
-    let after = wait_for("Redis answering", Duration::from_secs(10), || {
-        docker(&["exec", redis, "true"])
-            .status
-            .success()
-            .then(|| redis_hits(redis))
-    });
-    (report, after - before)
+/// Load from this machine around `inject`, which is done once web-fe is ready again; the
+/// run's row is recorded.
+fn under_load(redis: &str, fault: &str, injection: &str, inject: impl FnOnce()) -> FaultRun {
+    let run = under_fault(
+        || try_redis_hits(redis),
+        || Load::start(PORT, "/api", CLIENTS, MAX_REQUESTS, MAX_LOAD_TIME),
+        || {
+            inject();
+            wait_for("web-fe ready again", Duration::from_secs(30), || {
+                http_get(PORT, "/readyz").filter(|(status, _)| *status == 200)
+            });
+            "ready again".into()
+        },
+    );
+    run.record(fault, injection);
+    assert!(run.report.ok > 0, "nothing was served: {run:?}");
+    run
 }
 
 /// SIGKILL to redis-server by its host PID, then waits for the restart policy to bring
@@ -79,28 +65,24 @@ fn kill_redis_process(redis: &str) {
     );
 }
 
-/// Compose up, one fault under load, the row, and exactly-once checked from `hits`.
+/// Compose up, one fault under load, and its row.
 fn fault_under_load(
     project: &str,
     fault: &str,
     injection: &str,
     inject: impl FnOnce(&Compose, &str),
-) -> (LoadReport, u64) {
+) -> FaultRun {
     let _lock = exclusive();
     build_web_fe_image();
     let compose = Compose::v2(project);
     let _cleanup = compose.cleanup();
     let (_, redis) = up(&compose);
-    let (report, counted) = under_load(&redis, || inject(&compose, &redis));
-    let lost = i64::try_from(report.ok).unwrap() - i64::try_from(counted).unwrap();
-    report_row(fault, injection, &report, lost);
-    assert!(report.ok > 0, "nothing was served: {report:?}");
-    (report, counted)
+    under_load(&redis, fault, injection, || inject(&compose, &redis))
 }
 
 #[test]
 fn docker_restart_of_redis_counts_every_view_once() {
-    let (report, counted) = fault_under_load(
+    let run = fault_under_load(
         "restart",
         "Redis restarted gracefully",
         "`docker restart redis`",
@@ -109,14 +91,14 @@ fn docker_restart_of_redis_counts_every_view_once() {
         },
     );
     assert_eq!(
-        counted, report.ok,
-        "every 200 counted exactly once: {report:?}"
+        run.counted, run.report.ok,
+        "every 200 counted exactly once: {run:?}"
     );
 }
 
 #[test]
 fn compose_restart_of_redis_counts_every_view_once() {
-    let (report, counted) = fault_under_load(
+    let run = fault_under_load(
         "crestart",
         "Redis restarted gracefully",
         "`docker compose restart redis`",
@@ -125,29 +107,19 @@ fn compose_restart_of_redis_counts_every_view_once() {
         },
     );
     assert_eq!(
-        counted, report.ok,
-        "every 200 counted exactly once: {report:?}"
+        run.counted, run.report.ok,
+        "every 200 counted exactly once: {run:?}"
     );
 }
 
 #[test]
 fn sigkill_of_redis_with_appendonly_loses_no_acknowledged_view() {
     // No clean shutdown. The append-only file keeps every acknowledged write.
-    let (report, counted) = fault_under_load(
-        "kill",
-        "Redis killed (appendonly yes)",
-        "SIGKILL to redis-server",
-        |_, redis| kill_redis_process(redis),
-    );
-    assert!(
-        counted >= report.ok,
-        "acknowledged increments lost: {counted} < {}",
-        report.ok
-    );
-    assert!(
-        counted - report.ok <= report.failed(),
-        "only failed requests may add uncounted increments"
-    );
+    let fault = "Redis killed (appendonly yes)";
+    let run = fault_under_load("kill", fault, "SIGKILL to redis-server", |_, redis| {
+        kill_redis_process(redis);
+    });
+    run.assert_nothing_lost(fault);
 }
 
 #[test]
@@ -158,23 +130,22 @@ fn sigkill_with_default_redis_persistence_is_measured() {
     let compose = Compose::v2("rdb").with_override("redis-default-persistence.yml");
     let _cleanup = compose.cleanup();
     let (_, redis) = up(&compose);
-    let (report, counted) = under_load(&redis, || kill_redis_process(&redis));
-    let lost = report.ok as i64 - counted as i64;
-    report_row(
+    let run = under_load(
+        &redis,
         "Redis killed (default RDB only)",
         "SIGKILL to redis-server",
-        &report,
-        lost,
+        || kill_redis_process(&redis),
     );
     println!(
-        "default persistence lost {lost} of {} acknowledged increments",
-        report.ok
+        "default persistence lost {} of {} acknowledged increments",
+        run.lost(),
+        run.report.ok
     );
     // The property the row shows: without the append-only file, a SIGKILL loses views that
     // were answered 200. That is why compose and the stack turn it on.
     assert!(
-        lost > 0,
-        "default persistence lost nothing this time: {report:?}, counted {counted}"
+        run.lost() > 0,
+        "default persistence lost nothing this time: {run:?}"
     );
 }
 
@@ -286,15 +257,22 @@ fn sigterm_in_a_container_finishes_in_flight_requests() {
     let in_flight: Vec<_> = (0..10)
         .map(|_| thread::spawn(|| http_get(5058, "/api")))
         .collect();
-    thread::sleep(Duration::from_millis(500));
+    wait_for("10 views in flight", Duration::from_secs(10), || {
+        let (_, metrics) = http_get(5058, "/metrics")?;
+        // The scrape counts itself.
+        metrics
+            .contains("\nhttp_requests_in_flight 11\n")
+            .then_some(())
+    });
     let stopping = Instant::now();
     let stop = thread::spawn({
         let name = name.clone();
         move || docker_ok(&["stop", "-t", "10", &name])
     });
-    thread::sleep(Duration::from_millis(300));
     // During the drain delay web-fe still takes new requests but is no longer ready.
-    assert_eq!(http_get(5058, "/readyz").map(|r| r.0), Some(503));
+    wait_for("readiness to fail", Duration::from_secs(1), || {
+        http_get(5058, "/readyz").filter(|(status, _)| *status == 503)
+    });
     assert_eq!(http_get(5058, "/healthz").map(|r| r.0), Some(200));
     docker_ok(&["unpause", &redis]);
 

@@ -13,8 +13,8 @@ use e2e::board::BoardWatcher;
 use e2e::browser::Browser;
 use e2e::lab::{Lab, REDIS, SENTINEL, WEB, page_address};
 use e2e::{
-    LoadReport, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant, docker, docker_ok,
-    exclusive, http_get_at, reliability_row,
+    LoadReport, RunningLoad, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant, counted_past,
+    docker, docker_ok, exclusive, http_get_at, reliability_row, under_fault,
 };
 
 const V2_IMAGE: &str = "counter-web-fe:lab-v2";
@@ -203,34 +203,10 @@ fn under_load(
     injection: &str,
     inject: impl FnOnce() -> String,
 ) -> LoadReport {
-    let before = lab.hits();
-    let load = lab.load(LOOPS);
-    std::thread::sleep(Duration::from_secs(2));
-    let started = Instant::now();
-    let outcome = inject();
-    let took = started.elapsed();
-    std::thread::sleep(Duration::from_secs(2));
-    let report = load.finish();
-    let moved = lab.hits() - before;
-    let lost = i64::try_from(report.ok).unwrap() - i64::try_from(moved).unwrap();
-    println!("{fault}: {report:?}; hits moved {moved}");
-    reliability_row(&format!(
-        "{fault} | {injection} | {} | {} {:?} | {lost} | {outcome} in {:.0} s",
-        report.ok + report.failed(),
-        report.failed(),
-        report.failures,
-        took.as_secs_f64()
-    ));
-    assert!(report.ok > 0, "nothing was served during {fault}");
-    assert!(
-        lost <= 0,
-        "{lost} views answered 200 were not counted during {fault}"
-    );
-    assert!(
-        -lost <= i64::try_from(report.failed()).unwrap(),
-        "more views counted than were answered or failed during {fault}"
-    );
-    report
+    let run = under_fault(|| lab.try_hits(), || lab.load(LOOPS), inject);
+    run.record(fault, injection);
+    run.assert_nothing_lost(fault);
+    run.report
 }
 
 fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab, watcher: &BoardWatcher) {
@@ -328,7 +304,6 @@ fn losing_quorum_refuses_changes_but_keeps_serving(lab: &Lab) {
             assert!(!ok, "a swarm without quorum accepted a change: {said}");
             println!("docker service scale without quorum: {said}");
             refusal = said.lines().last().unwrap_or_default().to_owned();
-            std::thread::sleep(Duration::from_secs(5));
             "changes refused".into()
         },
     );
@@ -487,7 +462,7 @@ fn a_split_from_the_master_loses_no_view_answered_200(lab: &Lab) {
     let before = lab.hits();
     let majority = lab.load(LOOPS);
     let minority = lab.load_on(&victim, LOOPS);
-    std::thread::sleep(Duration::from_secs(2));
+    counted_past(&|| lab.try_hits(), before);
     let cut = Instant::now();
     lab.cut_off(&victim);
     // The cut-off copy still calls itself the master: the new one is on the other side.

@@ -9,12 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use e2e::board::{BoardView, BoardWatcher};
-use e2e::client::{request_loops, tally};
+use e2e::client::{ClientLoad, this_machine};
 use e2e::{
     CONVERGE, Cleanup, LoadReport, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant,
     check_redis_locked, check_web_fe_hardening, client_image, deploy_stack, docker, docker_ok,
     exclusive, join_swarm, redis_hits, redis_master, redis_role, reliability_row, remove_stack,
-    running_tasks, service_containers, wait_for,
+    running_tasks, service_containers, try_redis_hits, under_fault, wait_for,
 };
 
 const V2_IMAGE: &str = "counter-web-fe:e2e-v2";
@@ -50,8 +50,31 @@ impl Deployed {
         }
     }
 
+    /// `inject` under load from a client container on the stack's network; every 200
+    /// counted once, and a RELIABILITY.md row.
     fn under_load(&self, fault: &str, injection: &str, inject: impl FnOnce()) -> LoadReport {
-        under_load(&self.network, &self.stack, fault, injection, inject)
+        let client = format!("counter-e2e-client-{}", self.stack);
+        let run = under_fault(
+            // Read on the master each time: a fault may have moved it to another copy.
+            || try_redis_hits(&redis_master(&self.stack)),
+            || {
+                ClientLoad::start(
+                    this_machine(),
+                    &client,
+                    &self.network,
+                    &client_image(),
+                    LOOPS,
+                )
+            },
+            || {
+                inject();
+                "converged".to_owned()
+            },
+        );
+        run.record(fault, injection);
+        run.assert_nothing_lost(fault);
+        assert!(run.report.ok > 50, "too little load: {run:?}");
+        run.report
     }
 
     /// The copy that is the master now.
@@ -305,91 +328,6 @@ fn remove_after(image: &str) -> Cleanup {
     let mut cleanup = Cleanup::new();
     cleanup.docker(&["image", "rm", image]);
     cleanup
-}
-
-/// Runs the client loops around `fault`, then checks that every 200 was counted once,
-/// applies `check` and records a RELIABILITY.md row.
-fn under_load(
-    network: &str,
-    stack: &str,
-    fault: &str,
-    injection: &str,
-    inject: impl FnOnce(),
-) -> LoadReport {
-    // Read on the master each time: a fault may have moved it to another copy.
-    let before = redis_hits(&redis_master(stack));
-    let client = Client::start(network);
-    std::thread::sleep(Duration::from_secs(2));
-    let started = std::time::Instant::now();
-    inject();
-    let took = started.elapsed();
-    std::thread::sleep(Duration::from_secs(2));
-    let report = client.finish();
-    let counted = redis_hits(&redis_master(stack)) - before;
-    let lost = i64::try_from(report.ok).unwrap() - i64::try_from(counted).unwrap();
-    reliability_row(&format!(
-        "{fault} | {injection} | {} | {} {:?} | {lost} | converged in {:.0} s",
-        report.sent(),
-        report.failed(),
-        report.failures,
-        took.as_secs_f64()
-    ));
-    assert!(report.ok > 50, "too little load: {report:?}");
-    assert!(counted >= report.ok, "a 200 was not counted: {report:?}");
-    assert!(
-        counted - report.ok <= report.failed(),
-        "counted more than was served: {report:?}"
-    );
-    report
-}
-
-/// A container on the stack's network with request loops that resolve `tasks.web-fe`
-/// for every connection; bounded to 20,000 requests per loop and 5 minutes.
-struct Client {
-    name: String,
-    _cleanup: Cleanup,
-}
-
-impl Client {
-    fn start(network: &str) -> Self {
-        let name = format!(
-            "counter-e2e-client-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        );
-        let mut cleanup = Cleanup::new();
-        cleanup.docker(&["rm", "-f", &name]);
-        let script = request_loops(LOOPS);
-        docker_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            network,
-            &client_image(),
-            "sh",
-            "-c",
-            &script,
-        ]);
-        Self {
-            name,
-            _cleanup: cleanup,
-        }
-    }
-
-    /// Stops the loops and tallies what they saw.
-    fn finish(self) -> LoadReport {
-        docker_ok(&["exec", &self.name, "touch", "/tmp/stop"]);
-        docker_ok(&["wait", &self.name]);
-        tally(&docker_ok(&["logs", &self.name]))
-    }
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() % 1_000_000)
 }
 
 fn service_image(service: &str) -> String {

@@ -10,9 +10,9 @@ use std::path::Path;
 
 use e2e::{
     CONVERGE, Cleanup, WEB_FE_IMAGE, build_web_fe_image, deploy_stack, docker, docker_ok,
-    exclusive, http_get, in_client_container, join_swarm, page_count_and_host, redis_hits,
-    redis_image, redis_master, reliability_row, remove_stack, running_tasks, service_containers,
-    stack_volumes, stop_stack, wait_for,
+    exclusive, http_get, in_client_container, join_swarm, not_checked_here, page_count_and_host,
+    redis_hits, redis_image, redis_master, reliability_row, remove_stack, running_tasks,
+    service_containers, stack_volumes, stop_stack, wait_for,
 };
 use serde_json::Value;
 
@@ -162,7 +162,10 @@ fn the_stack_runs_ten_replicas_on_one_counter() {
     if Path::new("/proc/sys/net/ipv4/vs").exists() {
         published_port_spreads_requests();
     } else {
-        println!("no IPVS in this kernel: the routing mesh on port 5000 is not checked here");
+        not_checked_here(
+            "Published port 5000 through the routing mesh",
+            "this kernel has no IPVS (/proc/sys/net/ipv4/vs is missing)",
+        );
     }
 
     // `docker stack rm` and a new deploy: the copies keep their volumes, the count goes on.

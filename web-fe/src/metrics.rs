@@ -25,6 +25,7 @@ pub const NO_ROUTE: &str = "other";
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    in_flight: IntGauge,
     latency: HistogramVec,
     redis_errors: IntCounterVec,
     dropped: IntCounter,
@@ -44,6 +45,11 @@ impl Metrics {
                 "HTTP requests answered, by route and status.",
             ),
             &["route", "status"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(
+            "http_requests_in_flight",
+            "Requests being served now, this scrape of /metrics among them.",
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
@@ -90,6 +96,7 @@ impl Metrics {
         build.with_label_values(&[version]).set(1);
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(in_flight.clone()),
             Box::new(latency.clone()),
             Box::new(redis_errors.clone()),
             Box::new(dropped.clone()),
@@ -106,6 +113,7 @@ impl Metrics {
         Self {
             registry,
             requests,
+            in_flight,
             latency,
             redis_errors,
             dropped,
@@ -117,6 +125,13 @@ impl Metrics {
     /// Where each worker's store observes its batches.
     pub fn batch_sizes(&self) -> Histogram {
         self.batch_sizes.clone()
+    }
+
+    /// Counts a request in `http_requests_in_flight` until the guard is dropped, which
+    /// also happens when its client leaves early.
+    pub fn request_started(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 
     /// `route` is the pattern the router matched, or [`NO_ROUTE`].
@@ -153,6 +168,15 @@ impl Metrics {
         // Encoding into memory fails only on a broken metric, which `new` rules out.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// One request in `http_requests_in_flight`.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

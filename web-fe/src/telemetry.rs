@@ -62,6 +62,7 @@ pub async fn observe_request(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let state = req.app_data::<Data<AppState>>().cloned();
+    let _in_flight = state.as_ref().map(|s| s.metrics.request_started());
     let method = req.method().clone();
     let path = req.path().to_owned();
     // The router's own pattern: a new route is labelled without a list to update.

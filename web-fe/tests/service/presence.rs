@@ -126,7 +126,15 @@ impl Events {
 #[test]
 fn the_stream_shows_newcomers_counts_nothing_and_ends_when_its_replica_drains() {
     let redis = Redis::start();
-    let mut streamer = replica(&redis, "web-1", "node-a");
+    // A drain long enough that the replica is still up once its stream has ended.
+    let mut streamer = WebFe::start(
+        &redis.url(),
+        &[
+            ("REPLICA_NAME", "web-1"),
+            ("NODE_NAME", "node-a"),
+            ("SHUTDOWN_DRAIN", "3s"),
+        ],
+    );
     let mut events = Events::open(&streamer);
     let first = events.next().expect("a first event at once");
     assert_eq!(first["read_by"], "web-1");
@@ -159,11 +167,9 @@ fn the_stream_shows_newcomers_counts_nothing_and_ends_when_its_replica_drains() 
         "{last}"
     );
     // Draining: new streams are refused so the page reconnects elsewhere.
-    if streamer.is_running() {
-        assert_eq!(get_status(streamer.port, "/api/board/stream"), Some(503));
-    }
+    assert_eq!(get_status(streamer.port, "/api/board/stream"), Some(503));
     assert_eq!(
-        streamer.wait_for_exit(Duration::from_secs(5)).code(),
+        streamer.wait_for_exit(Duration::from_secs(10)).code(),
         Some(0)
     );
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Redis, WebFe, client, get_status, signal};
+use crate::support::{Redis, WebFe, client, get_status, signal, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
@@ -15,9 +15,20 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     let in_flight: Vec<_> = (0..10)
         .map(|_| tokio::spawn(http.get(web.url("/api")).send()))
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = web.url("/metrics");
+    wait_for("10 views in flight", Duration::from_secs(5), || {
+        let text = ureq::get(&metrics)
+            .call()
+            .ok()?
+            .into_body()
+            .read_to_string()
+            .ok()?;
+        // The scrape counts itself.
+        text.contains("\nhttp_requests_in_flight 11\n")
+            .then_some(())
+    });
     signal(web.pid(), "TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    web.logs_once_they_contain("signal=\"SIGTERM\"");
     assert!(web.is_running(), "must wait for in-flight requests");
     signal(redis.pid(), "CONT");
 
@@ -36,8 +47,9 @@ async fn drain_delay_keeps_serving_but_fails_readiness() {
     let redis = Redis::start();
     let mut web = WebFe::start(&redis.url(), &[("SHUTDOWN_DRAIN", "1s")]);
     signal(web.pid(), "TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(get_status(web.port, "/readyz"), Some(503));
+    wait_for("readiness to fail", Duration::from_secs(1), || {
+        (get_status(web.port, "/readyz") == Some(503)).then_some(())
+    });
     assert_eq!(get_status(web.port, "/healthz"), Some(200));
     assert_eq!(get_status(web.port, "/api"), Some(200));
     assert_eq!(web.wait_for_exit(Duration::from_secs(5)).code(), Some(0));

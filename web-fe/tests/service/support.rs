@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 /// Long enough for a loaded 2-core CI machine; every wait polls and returns early.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+use test_support::pump;
 pub use test_support::{Redis, free_port, open_fds, query_at, rss_kib, signal, wait_for};
 
 /// A port the start-up line names: ` port=8080` in the text log, `"port":8080` in JSON.
@@ -361,23 +362,4 @@ fn relay(client: TcpStream, redis_port: u16, state: &Arc<ProxyState>) {
         },
     );
     pump(upstream, client, move |_| !doomed.load(Ordering::SeqCst));
-}
-
-/// Copies `from` into `to` on a thread while `pass` accepts each chunk; when it does not,
-/// both sockets are closed instead, the chunk unsent.
-fn pump(mut from: TcpStream, mut to: TcpStream, pass: impl Fn(&[u8]) -> bool + Send + 'static) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            let n = match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if !pass(&buf[..n]) || to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = from.shutdown(std::net::Shutdown::Both);
-        let _ = to.shutdown(std::net::Shutdown::Both);
-    });
 }
