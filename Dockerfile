@@ -23,9 +23,10 @@ ENV RUSTFLAGS="-C target-feature=+crt-static" \
 COPY Cargo.toml Cargo.lock ./
 COPY web-fe/Cargo.toml web-fe/build.rs web-fe/
 COPY tests/Cargo.toml tests/
-RUN mkdir -p web-fe/src tests/src \
+COPY test-support/Cargo.toml test-support/
+RUN mkdir -p web-fe/src tests/src test-support/src \
  && echo 'fn main() {}' > web-fe/src/main.rs \
- && touch web-fe/src/lib.rs tests/src/lib.rs \
+ && touch web-fe/src/lib.rs tests/src/lib.rs test-support/src/lib.rs \
  && target=$(rustc -vV | sed -n 's/^host: //p') \
  && cargo build --release --locked -p web-fe --target "$target" \
  && rm -rf web-fe/src "target/$target/release/.fingerprint/web-fe-"*
