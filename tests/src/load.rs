@@ -133,8 +133,8 @@ impl RunningLoad for Load {
 }
 
 /// Views counted before a fault is injected, and again after it, so that both sides of
-/// the fault carry load.
-const SETTLING_VIEWS: u64 = 20;
+/// the fault carry load (half a second to a few seconds of it, by the set-up's speed).
+const SETTLING_VIEWS: u64 = 500;
 /// Longest wait for the count to move by [`SETTLING_VIEWS`].
 const SETTLING: Duration = Duration::from_secs(90);
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use e2e::{
     Cleanup, Compose, FaultRun, Load, PORT, WEB_FE_IMAGE, build_web_fe_image, check_redis_locked,
-    check_web_fe_hardening, checked, docker_ok, exclusive, http_get, redis_hits, reliability_row,
-    repo_root, rss_kib, try_redis_hits, under_fault, wait_for,
+    check_web_fe_hardening, checked, docker, docker_ok, exclusive, http_get, redis_hits,
+    reliability_row, repo_root, rss_kib, try_redis_hits, under_fault, wait_for,
 };
 
 /// Load for each fault: 4 clients, bounded by count and time.
@@ -269,10 +269,13 @@ fn sigterm_in_a_container_finishes_in_flight_requests() {
         let name = name.clone();
         move || docker_ok(&["stop", "-t", "10", &name])
     });
-    // During the drain delay web-fe still takes new requests but is no longer ready.
-    wait_for("readiness to fail", Duration::from_secs(1), || {
-        http_get(5058, "/readyz").filter(|(status, _)| *status == 503)
+    // During the drain delay web-fe still takes new requests but is no longer ready. (Not
+    // found by polling /readyz: before the signal, that asks the frozen Redis.)
+    wait_for("the drain to begin", Duration::from_secs(5), || {
+        let logs = String::from_utf8_lossy(&docker(&["logs", &name]).stdout).into_owned();
+        logs.contains("shutting down").then_some(())
     });
+    assert_eq!(http_get(5058, "/readyz").map(|r| r.0), Some(503));
     assert_eq!(http_get(5058, "/healthz").map(|r| r.0), Some(200));
     docker_ok(&["unpause", &redis]);
 

@@ -164,7 +164,7 @@ fn the_stack_runs_ten_replicas_on_one_counter() {
     } else {
         not_checked_here(
             "Published port 5000 through the routing mesh",
-            "this kernel has no IPVS (/proc/sys/net/ipv4/vs is missing)",
+            "this kernel has no IPVS: /proc/sys/net/ipv4/vs is missing",
         );
     }
 

@@ -204,8 +204,9 @@ async fn stop_on_signal(handle: ServerHandle, state: Data<AppState>, drain: Dura
         }
     };
     let name = signals.next().await;
-    tracing::info!(signal = name, drain = ?drain, "shutting down: finishing in-flight requests");
+    // Readiness fails before the line is written: whoever reads it finds the drain begun.
     state.start_draining();
+    tracing::info!(signal = name, drain = ?drain, "shutting down: finishing in-flight requests");
     let graceful = async {
         tokio::time::sleep(drain).await;
         handle.stop(true).await;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::values::{
-    SentinelList, ZERO, default_workers, duration_in, keep_alive, ms, replica_name, secs,
-    sentinel_list,
+    KeepAlive, SentinelList, ZERO, default_workers, duration_in, keep_alive, ms, replica_name,
+    secs, sentinel_list,
 };
 
 /// Counts page views in Redis and shows which replica served each one.
@@ -181,7 +181,3 @@ pub enum LogFormat {
     Text,
     Json,
 }
-
-/// `None` closes every connection after one response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeepAlive(pub Option<Duration>);

@@ -12,11 +12,10 @@ use std::fmt;
 use clap::{CommandFactory, Parser};
 
 pub use cli::{
-    Cli, Command, KeepAlive, LogFormat, LogSettings, RedisArgs, ReplicaSettings, ServerSettings,
-    SettingsArgs,
+    Cli, Command, LogFormat, LogSettings, RedisArgs, ReplicaSettings, ServerSettings, SettingsArgs,
 };
 pub use redis::{RedisSettings, RedisTarget, redact_url};
-pub use values::parse_duration;
+pub use values::{KeepAlive, parse_duration};
 
 /// Everything web-fe reads at start-up, checked: no field is a placeholder for later.
 #[derive(Debug, Clone)]

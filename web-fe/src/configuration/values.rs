@@ -4,8 +4,6 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use super::cli::KeepAlive;
-
 /// `REDIS_SENTINELS` as given: host and port of each.
 #[derive(Debug, Clone)]
 pub struct SentinelList(pub Vec<(String, u16)>);
@@ -42,6 +40,10 @@ pub fn duration_in(
             })
     }
 }
+
+/// `None` closes every connection after one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive(pub Option<Duration>);
 
 pub fn keep_alive(text: &str) -> Result<KeepAlive, String> {
     match text.trim() {

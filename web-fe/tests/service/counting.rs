@@ -2,7 +2,7 @@
 
 use futures::StreamExt;
 
-use crate::support::{Redis, WebFe, client, text};
+use crate::support::{Redis, WebFe, client, text, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_hundred_requests_from_fifty_clients_add_exactly_five_hundred() {
@@ -70,10 +70,18 @@ async fn a_graceful_redis_restart_under_load_counts_every_200_exactly_once() {
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Load on both sides of the restart: views counted before it, and again after it.
+    let counted_past = |redis: &Redis, mark: i64| {
+        wait_for(
+            "views to be counted",
+            std::time::Duration::from_secs(10),
+            || (redis.hits() >= mark + 100).then_some(()),
+        );
+    };
+    counted_past(&redis, 0);
     redis.stop_gracefully();
     redis.restart();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    counted_past(&redis, redis.hits());
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failed) = (0, 0);
     for client in clients {

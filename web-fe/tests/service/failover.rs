@@ -242,7 +242,10 @@ async fn the_master_killed_under_load_fails_over_and_every_200_is_counted_once()
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The load is counted before the master dies.
+    wait_for("views on the first master", Duration::from_secs(10), || {
+        (copies.master.hits() >= 100).then_some(())
+    });
     let killed_at = Instant::now();
     copies.master.stop();
     _tombstone = std::net::TcpListener::bind(("127.0.0.1", copies.master.port))
@@ -257,8 +260,11 @@ async fn the_master_killed_under_load_fails_over_and_every_200_is_counted_once()
         },
     );
     let named_after = killed_at.elapsed();
-    // Views on the new master for a while, then the load stops.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Views on the new master, then the load stops.
+    let mark = copies.replica.hits();
+    wait_for("views on the new master", Duration::from_secs(20), || {
+        (copies.replica.hits() >= mark + 100).then_some(())
+    });
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failed, mut last_failure) = (0u64, 0u64, None::<Instant>);
     for client in clients {
