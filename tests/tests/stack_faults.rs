@@ -135,7 +135,11 @@ fn forced_updates_of_the_redis_copies_and_the_sentinels_lose_no_view() {
             for service in [&redis, &sentinel] {
                 let out = update(service, &["--force"]);
                 let said = String::from_utf8_lossy(&out.stderr);
-                assert!(out.status.success(), "update of {service} failed: {said}");
+                assert!(
+                    out.status.success(),
+                    "update of {service} failed: {said}\n{}",
+                    why_tasks_ended(service)
+                );
             }
         },
     );
@@ -362,6 +366,26 @@ fn build_broken_image() {
         build.wait_with_output().unwrap().status.success(),
         "building {BROKEN_IMAGE}"
     );
+}
+
+/// What swarm says of each of `service`'s tasks, and the end of their logs: why an update
+/// paused.
+fn why_tasks_ended(service: &str) -> String {
+    let tasks = docker(&[
+        "service",
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
+        service,
+    ]);
+    let logs = docker(&["service", "logs", "--raw", "--tail", "40", service]);
+    format!(
+        "tasks:\n{}\nlogs:\n{}{}",
+        String::from_utf8_lossy(&tasks.stdout),
+        String::from_utf8_lossy(&logs.stdout),
+        String::from_utf8_lossy(&logs.stderr)
+    )
 }
 
 /// `docker service update`, waiting until swarm has converged or given up.
