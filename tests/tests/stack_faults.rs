@@ -72,6 +72,17 @@ impl Deployed {
             },
         );
         run.record(fault, injection);
+        // Each copy's role and count, shown if the check below fails: a lost view, or a
+        // copy that still calls itself the master with an older count.
+        for copy in service_containers(&format!("{}_redis", self.stack)) {
+            let role = redis_role(&copy);
+            println!("copy {copy}: {role:?}, hits {:?}", try_redis_hits(&copy));
+        }
+        if run.lost() > 0 {
+            for service in ["redis", "sentinel"] {
+                println!("{}", why_tasks_ended(&format!("{}_{service}", self.stack)));
+            }
+        }
         run.assert_nothing_lost(fault);
         assert!(run.report.ok > 50, "too little load: {run:?}");
         run.report
@@ -379,7 +390,7 @@ fn why_tasks_ended(service: &str) -> String {
         "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
         service,
     ]);
-    let logs = docker(&["service", "logs", "--raw", "--tail", "40", service]);
+    let logs = docker(&["service", "logs", "--timestamps", "--tail", "60", service]);
     format!(
         "tasks:\n{}\nlogs:\n{}{}",
         String::from_utf8_lossy(&tasks.stdout),
