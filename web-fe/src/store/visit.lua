@@ -76,6 +76,12 @@ if #fresh > 0 then
   redis.call('HSET', batch, unpack(stored))
   redis.call('PEXPIRE', batch, ttl)
 else
+  -- Every view was counted by an earlier call, whose reply was lost. This call must still
+  -- write: `WAIT` after it confirms only what this connection wrote, and the counts were
+  -- written on another one, so without a write of its own a retry would be answered 200
+  -- before any replica holds them. Renewing the batch's expiry is that write; it reaches
+  -- a replica after the counts do.
+  redis.call('PEXPIRE', batch, ttl)
   local held = redis.call('HGET', served, host)
   mine = whole(held) and tonumber(held) or 0
 end

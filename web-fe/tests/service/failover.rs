@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Redis, WebFe, board, client, free_port, query_at, signal, wait_for};
+use crate::support::{
+    FlakyProxy, Redis, WebFe, board, client, free_port, query_at, signal, wait_for,
+};
 use test_support::reliability_row;
 
 const PASSWORD: &str = "copies-secret";
@@ -293,4 +295,40 @@ async fn the_master_killed_under_load_fails_over_and_every_200_is_counted_once()
         named_after.as_secs_f64(),
         recovered.as_secs_f64(),
     ));
+}
+
+/// A view whose first call counted it on the master but lost its reply is asked again;
+/// the retry finds the count and, like any view, is answered 200 only once a replica
+/// holds it. (`WAIT` covers only what its own connection wrote, and the retry runs on a
+/// new connection, which may have written nothing yet.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_view_waits_for_a_replica_like_any_other() {
+    let master = Redis::start();
+    let master_port = master.port.to_string();
+    let replica = Redis::start_with_args(None, &["--replicaof", "127.0.0.1", &master_port]);
+    let proxy = FlakyProxy::start(master.port);
+    let web = WebFe::start(&proxy.url(), &[("WORKERS", "1")]);
+    // web-fe waits for a replica once its heartbeat has seen one.
+    wait_for("the replica on the board", Duration::from_secs(10), || {
+        let copies = board(&web)?["redis_copies"].as_array()?.len();
+        (copies == 2).then_some(())
+    });
+    let http = client();
+    assert_eq!(
+        http.get(web.url("/api")).send().await.unwrap().status(),
+        200
+    );
+
+    // The replica stops reading; the next view is counted on the master, its reply lost.
+    signal(replica.pid(), "STOP");
+    proxy.lose_next_visit_reply();
+    let answer = http.get(web.url("/api")).send().await.unwrap();
+    let status = answer.status();
+    let body: serde_json::Value = answer.json().await.unwrap();
+    signal(replica.pid(), "CONT");
+    assert_eq!(proxy.lost(), 1, "no reply was lost");
+    assert_eq!(status, 503, "answered before a replica held it: {body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("may have been counted"), "{body}");
+    assert_eq!(master.hits(), 2, "counted once");
 }
