@@ -390,7 +390,7 @@ fn why_tasks_ended(service: &str) -> String {
         "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
         service,
     ]);
-    let logs = docker(&["service", "logs", "--timestamps", "--tail", "60", service]);
+    let logs = docker(&["service", "logs", "--timestamps", "--tail", "300", service]);
     format!(
         "tasks:\n{}\nlogs:\n{}{}",
         String::from_utf8_lossy(&tasks.stdout),
