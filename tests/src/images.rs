@@ -71,8 +71,9 @@ pub fn web_fe_build(
     context: &Path,
     build_args: &[(&str, &str)],
 ) -> Command {
+    // --force-rm: a failed step of the legacy builder leaves no container behind.
     docker
-        .args(["build", "-t", tag])
+        .args(["build", "--force-rm", "-t", tag])
         .args(["--build-arg", &format!("BUILDER_IMAGE={}", builder_image())]);
     for (name, value) in build_args {
         docker.args(["--build-arg", &format!("{name}={value}")]);
