@@ -24,6 +24,18 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut ready: impl FnMut() -> Opt
     }
 }
 
+/// Polls a count (`None` while it cannot be read) until it stands `by` past `mark`: the
+/// load is reaching it. Returns the count then; panics after `timeout` naming `what`.
+pub fn wait_for_count(
+    what: &str,
+    timeout: Duration,
+    count: impl Fn() -> Option<u64>,
+    mark: u64,
+    by: u64,
+) -> u64 {
+    wait_for(what, timeout, || count().filter(|&n| n >= mark + by))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,4 +26,4 @@ pub use images::*;
 pub use load::*;
 pub use runner::*;
 pub use swarm::*;
-pub use test_support::{not_checked_here, reliability_row, rss_kib, wait_for};
+pub use test_support::{not_checked_here, reliability_row, rss_kib, wait_for, wait_for_count};

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::http::request_status;
-use crate::{reliability_row, wait_for};
+use crate::{reliability_row, wait_for, wait_for_count};
 
 /// What a load run saw: each request's outcome, by kind.
 #[derive(Debug, Default, Clone)]
@@ -178,9 +178,8 @@ pub fn under_fault<L: RunningLoad>(
 
 /// Waits until load has moved the count a little past `mark`: it is reaching Redis.
 pub fn counted_past(hits: &impl Fn() -> Option<u64>, mark: u64) -> u64 {
-    wait_for("the load's views to be counted", SETTLING, || {
-        hits().filter(|&n| n >= mark + SETTLING_VIEWS)
-    })
+    let what = "the load's views to be counted";
+    wait_for_count(what, SETTLING, hits, mark, SETTLING_VIEWS)
 }
 
 impl FaultRun {

@@ -2,7 +2,9 @@
 
 use futures::StreamExt;
 
-use crate::support::{Redis, WebFe, client, text, wait_for};
+use std::time::Duration;
+
+use crate::support::{Redis, WebFe, client, text, wait_for_count};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_hundred_requests_from_fifty_clients_add_exactly_five_hundred() {
@@ -71,17 +73,20 @@ async fn a_graceful_redis_restart_under_load_counts_every_200_exactly_once() {
         })
         .collect();
     // Load on both sides of the restart: views counted before it, and again after it.
-    let counted_past = |redis: &Redis, mark: i64| {
-        wait_for(
+    let counted_past = |redis: &Redis, mark: u64| {
+        let hits = || u64::try_from(redis.hits()).ok();
+        wait_for_count(
             "views to be counted",
-            std::time::Duration::from_secs(10),
-            || (redis.hits() >= mark + 100).then_some(()),
+            Duration::from_secs(10),
+            hits,
+            mark,
+            100,
         );
     };
     counted_past(&redis, 0);
     redis.stop_gracefully();
     redis.restart();
-    counted_past(&redis, redis.hits());
+    counted_past(&redis, u64::try_from(redis.hits()).unwrap());
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failed) = (0, 0);
     for client in clients {

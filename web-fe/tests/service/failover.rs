@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    FlakyProxy, Redis, WebFe, board, client, free_port, query_at, signal, wait_for,
+    FlakyProxy, Redis, WebFe, board, client, free_port, query_at, signal, wait_for, wait_for_count,
 };
 use test_support::reliability_row;
 
@@ -245,9 +245,15 @@ async fn the_master_killed_under_load_fails_over_and_every_200_is_counted_once()
         })
         .collect();
     // The load is counted before the master dies.
-    wait_for("views on the first master", Duration::from_secs(10), || {
-        (copies.master.hits() >= 100).then_some(())
-    });
+    let hits_on = |copy: &Redis| u64::try_from(copy.hits()).ok();
+    let first = || hits_on(&copies.master);
+    wait_for_count(
+        "views on the first master",
+        Duration::from_secs(10),
+        first,
+        0,
+        100,
+    );
     let killed_at = Instant::now();
     copies.master.stop();
     _tombstone = std::net::TcpListener::bind(("127.0.0.1", copies.master.port))
@@ -263,10 +269,15 @@ async fn the_master_killed_under_load_fails_over_and_every_200_is_counted_once()
     );
     let named_after = killed_at.elapsed();
     // Views on the new master, then the load stops.
-    let mark = copies.replica.hits();
-    wait_for("views on the new master", Duration::from_secs(20), || {
-        (copies.replica.hits() >= mark + 100).then_some(())
-    });
+    let new = || hits_on(&copies.replica);
+    let mark = new().expect("the new master answers");
+    wait_for_count(
+        "views on the new master",
+        Duration::from_secs(20),
+        new,
+        mark,
+        100,
+    );
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failed, mut last_failure) = (0u64, 0u64, None::<Instant>);
     for client in clients {

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 use test_support::pump;
-pub use test_support::{Redis, free_port, open_fds, query_at, rss_kib, signal, wait_for};
+pub use test_support::{
+    Redis, free_port, open_fds, query_at, rss_kib, signal, wait_for, wait_for_count,
+};
 
 /// A port the start-up line names: ` port=8080` in the text log, `"port":8080` in JSON.
 fn logged_port(line: &str, field: &str) -> u16 {
