@@ -234,13 +234,15 @@ fn group_by_node(members: impl Iterator<Item = Member>) -> Vec<NodeGroup> {
         .collect()
 }
 
-/// A board as published to pages and streams. Its Server-Sent Event is rendered once, by
-/// the first stream that sends it, and shared by the rest.
+/// A board as published to pages and streams. Its Server-Sent Event and the tiles a page
+/// shows are each drawn once, by the first stream or page that needs them, and shared by
+/// the rest until the next heartbeat.
 pub struct Published {
     pub board: Board,
     /// This replica is shutting down: streams send this board, then end.
     pub closing: bool,
     pub event: OnceLock<Bytes>,
+    pub page_tiles: OnceLock<String>,
 }
 
 impl Published {
@@ -249,6 +251,7 @@ impl Published {
             board,
             closing,
             event: OnceLock::new(),
+            page_tiles: OnceLock::new(),
         }
     }
 }

@@ -51,7 +51,7 @@ pub async fn board_json(req: HttpRequest, state: Data<AppState>) -> HttpResponse
     }
     answer.json(BoardWithHtml {
         board: &published.board,
-        html: render_board(&published.board),
+        html: stream_tiles(&published.board),
     })
 }
 
@@ -110,18 +110,28 @@ fn events(
     })
 }
 
+/// The tiles with this replica's highlighted, as every page of this replica shows them
+/// until the next heartbeat: drawn once per board, not once per view.
+pub fn page_tiles<'a>(published: &'a Published, current: &str) -> &'a str {
+    published
+        .page_tiles
+        .get_or_init(|| render_board(&published.board, current))
+}
+
 /// The tiles, with none highlighted: the page's script highlights its own replica.
-fn render_board(board: &Board) -> String {
-    BoardHtml { board, current: "" }
-        .render()
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "board rendering failed");
-            String::new()
-        })
+fn stream_tiles(board: &Board) -> String {
+    render_board(board, "")
+}
+
+fn render_board(board: &Board, current: &str) -> String {
+    BoardHtml { board, current }.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "board rendering failed");
+        String::new()
+    })
 }
 
 fn render_event(board: &Board) -> Bytes {
-    let html = render_board(board);
+    let html = stream_tiles(board);
     let event = BoardEvent {
         read_by: &board.read_by,
         hits: board.hits,

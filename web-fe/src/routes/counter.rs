@@ -6,6 +6,7 @@ use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 
+use super::board::page_tiles;
 use super::errors::{AppError, Form, Problem};
 use super::view::{VisitView, placement};
 use super::{has_flag, query_pairs};
@@ -25,9 +26,8 @@ struct Page<'a> {
     placement: String,
     accent: &'static str,
     refresh: Option<u32>,
-    /// The latest heartbeat's board, with this replica highlighted.
-    board: &'a crate::board::Board,
-    current: &'a str,
+    /// The latest heartbeat's board drawn, with this replica highlighted.
+    tiles: &'a str,
 }
 
 pub async fn page(
@@ -46,8 +46,7 @@ pub async fn page(
         view: &view,
         accent: build_info::ACCENT,
         refresh,
-        board: &published.board,
-        current: &view.hostname,
+        tiles: page_tiles(&published, &view.hostname),
     };
     let body = page.render().map_err(|e| fail(Problem::internal(e)))?;
     Ok(HttpResponse::Ok()

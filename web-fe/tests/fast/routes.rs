@@ -68,6 +68,28 @@ async fn the_board_as_json_and_drawn_counts_nothing() {
 }
 
 #[actix_web::test]
+async fn a_page_draws_the_latest_board_with_its_replica_highlighted() {
+    let app = spawn_app(&[]).await;
+    app.get("/api").await;
+    app.board_where(|b| b["hits"] == 1).await;
+    let first = app.get("/").await.text().await.unwrap();
+    assert!(
+        first.contains(r#"<li class="replica serving current""#),
+        "{first}"
+    );
+    assert!(first.contains("1 view ·"), "{first}");
+    // The tiles are drawn once per heartbeat: the next board shows on the next page.
+    app.board_where(|b| b["hits"] == 2).await;
+    let second = app.get("/").await.text().await.unwrap();
+    assert!(second.contains("2 views ·"), "{second}");
+    // A stream's tiles highlight none: the page's script marks its own replica.
+    let (_, drawn) = app.json("/api/board?html").await;
+    let tiles = drawn["html"].as_str().unwrap();
+    assert!(tiles.contains("2 views ·"), "{drawn}");
+    assert!(!tiles.contains(" current"), "{drawn}");
+}
+
+#[actix_web::test]
 async fn a_stream_beyond_the_bound_is_refused_with_retry_after() {
     let app = spawn_app(&["--max-board-streams", "1", "--max-connections", "16"]).await;
     let mut held = app.get("/api/board/stream").await;
