@@ -7,7 +7,7 @@ mod redis_server;
 mod relay;
 mod reliability;
 
-pub use poll::{wait_for, wait_for_count};
+pub use poll::{poll, wait_for, wait_for_count};
 pub use process::{open_fds, rss_kib, signal};
 pub use redis_server::{Redis, free_port, query_at};
 pub use relay::{pump, relay};

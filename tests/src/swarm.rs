@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::images::{client_image, redis_image};
 use crate::runner::{Cleanup, checked, docker, docker_ok, repo_root};
-use test_support::wait_for;
+use test_support::{poll, wait_for};
 
 /// Runs a shell script in a throwaway client container on `network` and returns stdout.
 pub fn in_client_container(network: &str, script: &str) -> String {
@@ -109,22 +109,25 @@ pub fn deploy_stack(stack: &str, web_fe_image: &str) {
     );
     for (service, wanted) in [("redis", 3), ("sentinel", 3), ("web-fe", 10)] {
         let service = format!("{stack}_{service}");
-        wait_for(
-            &format!("{wanted}/{wanted} {service} tasks"),
-            CONVERGE,
-            || {
-                let filter = format!("name={service}");
-                let replicas = docker_ok(&[
-                    "service",
-                    "ls",
-                    "--filter",
-                    &filter,
-                    "--format",
-                    "{{.Replicas}}",
-                ]);
-                (replicas == format!("{wanted}/{wanted}") && running_tasks(&service) == wanted)
-                    .then_some(())
-            },
+        let all_running = poll(CONVERGE, || {
+            let filter = format!("name={service}");
+            let replicas = docker_ok(&[
+                "service",
+                "ls",
+                "--filter",
+                &filter,
+                "--format",
+                "{{.Replicas}}",
+            ]);
+            (replicas == format!("{wanted}/{wanted}") && running_tasks(&service) == wanted)
+                .then_some(())
+        });
+        // The copies and the Sentinels wait for each other at start: their logs say why.
+        assert!(
+            all_running.is_some(),
+            "timed out after {CONVERGE:?} waiting for {wanted}/{wanted} {service} tasks\n{}\n{}",
+            tasks_story(&format!("{stack}_redis")),
+            tasks_story(&format!("{stack}_sentinel")),
         );
     }
     // The master takes views once a replica has synced: a few seconds on a first start.
@@ -165,4 +168,37 @@ pub fn redis_role(container: &str) -> Option<String> {
     let out = docker(&["exec", container, "sh", "-c", &script]);
     let role = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     (out.status.success() && !role.is_empty()).then_some(role)
+}
+
+/// A service's tasks (state, error) and the last 300 lines of its logs, timestamped: what
+/// a failed wait or a lost view needs explained.
+pub fn tasks_story(service: &str) -> String {
+    let tasks = docker(&[
+        "service",
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
+        service,
+    ]);
+    // `docker service logs` can hang on a task being replaced: it gets 30 s.
+    let logs = Command::new("timeout")
+        .args([
+            "30",
+            "docker",
+            "service",
+            "logs",
+            "--timestamps",
+            "--tail",
+            "300",
+        ])
+        .arg(service)
+        .output()
+        .expect("timeout (coreutils) runs");
+    format!(
+        "{service} tasks:\n{}\n{service} logs:\n{}{}",
+        String::from_utf8_lossy(&tasks.stdout),
+        String::from_utf8_lossy(&logs.stdout),
+        String::from_utf8_lossy(&logs.stderr)
+    )
 }

@@ -14,7 +14,7 @@ use e2e::{
     CONVERGE, Cleanup, LoadReport, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant,
     check_redis_locked, check_web_fe_hardening, client_image, deploy_stack, docker, docker_ok,
     exclusive, join_swarm, redis_hits, redis_master, redis_role, reliability_row, remove_stack,
-    running_tasks, service_containers, try_redis_hits, under_fault, wait_for,
+    running_tasks, service_containers, tasks_story, try_redis_hits, under_fault, wait_for,
 };
 
 const V2_IMAGE: &str = "counter-web-fe:e2e-v2";
@@ -80,7 +80,7 @@ impl Deployed {
         }
         if run.lost() > 0 {
             for service in ["redis", "sentinel"] {
-                println!("{}", why_tasks_ended(&format!("{}_{service}", self.stack)));
+                println!("{}", tasks_story(&format!("{}_{service}", self.stack)));
             }
         }
         run.assert_nothing_lost(fault);
@@ -148,8 +148,9 @@ fn forced_updates_of_the_redis_copies_and_the_sentinels_lose_no_view() {
                 let said = String::from_utf8_lossy(&out.stderr);
                 assert!(
                     out.status.success(),
-                    "update of {service} failed: {said}\n{}",
-                    why_tasks_ended(service)
+                    "update of {service} failed: {said}\n{}\n{}",
+                    tasks_story(&redis),
+                    tasks_story(&sentinel)
                 );
             }
         },
@@ -377,26 +378,6 @@ fn build_broken_image() {
         build.wait_with_output().unwrap().status.success(),
         "building {BROKEN_IMAGE}"
     );
-}
-
-/// What swarm says of each of `service`'s tasks, and the end of their logs: why an update
-/// paused.
-fn why_tasks_ended(service: &str) -> String {
-    let tasks = docker(&[
-        "service",
-        "ps",
-        "--no-trunc",
-        "--format",
-        "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
-        service,
-    ]);
-    let logs = docker(&["service", "logs", "--timestamps", "--tail", "300", service]);
-    format!(
-        "tasks:\n{}\nlogs:\n{}{}",
-        String::from_utf8_lossy(&tasks.stdout),
-        String::from_utf8_lossy(&logs.stdout),
-        String::from_utf8_lossy(&logs.stderr)
-    )
 }
 
 /// `docker service update`, waiting until swarm has converged or given up.
