@@ -3,8 +3,8 @@
 # which copy is the master and starts as its replica. Only on the stack's first start (the
 # Sentinels answer but know no master yet, and no other copy is one) does redis-1 start
 # as the master. A restarted master that the Sentinels still name, while another copy
-# answers, asks them to promote that copy first: a copy that lost its last writes, or its
-# whole volume on a new node, never leads the others.
+# answers, waits parked for them to promote that copy: a copy that lost its last writes,
+# or its whole volume on a new node, never leads the others.
 set -eu
 me="redis-$SLOT"
 SENTINELS="${SENTINELS:-sentinel-1 sentinel-2 sentinel-3}"
@@ -41,11 +41,19 @@ other_master() {
 }
 
 # Another copy that answers, whatever its role. Asked directly: the Sentinels' flags can
-# be stale (in TILT mode, say).
+# be stale (in TILT mode, say). The copies count as gone only once none has answered for
+# LONE_SECONDS: while the engine replaces a task, name lookups stall, and one look can
+# miss copies that are up. A master that wrongly thought itself alone would serve at a
+# new address the Sentinels do not yet reach; once they did, they could fail it over
+# while it counts, and the views a replica confirmed in between would be lost.
 other_copy_up() {
-  for copy in $COPIES; do
-    [ "$copy" = "$me" ] && continue
-    case "$(cli -h "$copy" PING)" in PONG|LOADING*|MASTERDOWN*) return 0 ;; esac
+  until=$(($(date +%s) + ${LONE_SECONDS:-20}))
+  while [ "$(date +%s)" -lt "$until" ]; do
+    for copy in $COPIES; do
+      [ "$copy" = "$me" ] && continue
+      case "$(cli -h "$copy" PING)" in PONG|LOADING*|MASTERDOWN*) return 0 ;; esac
+    done
+    sleep 1
   done
   return 1
 }
@@ -61,12 +69,54 @@ announce_node() {
   done
 }
 
+# Once this copy replicates, each Sentinel forgets the copies it knew and learns them again
+# from the master. This copy came back in a new container at a new address: a Sentinel
+# that still tries the old one counts it as down (a Sentinel in TILT mode, which engine
+# stalls bring on, does not even look again) and, if the master fails next, finds no
+# replica to promote. A Sentinel that sees the master in trouble is left alone: a reset
+# would abort its failover.
+refresh_sentinels() {
+  until cli INFO replication | grep -q '^master_link_status:up'; do sleep 1; done
+  for sentinel in $SENTINELS; do
+    flags=$(cli -h "$sentinel" -p 26379 SENTINEL master "$MASTER_NAME" | sed -n '/^flags$/{n;p;}')
+    if [ "$flags" = master ] && cli -h "$sentinel" -p 26379 SENTINEL reset "$MASTER_NAME" >/dev/null; then
+      log "$sentinel learns the copies again"
+    fi
+  done
+}
+
+# A restarted master that another copy may be ahead of is parked: a replica of an address
+# where nothing listens. It answers (swarm counts it as running only then, and only then
+# does its name resolve: the Sentinels look it up every second, and lookups of a name
+# that does not resolve stall them into TILT mode, where they fail nothing over), but it
+# counts no view and no copy can sync from it (NOMASTERLINK). It asks the Sentinels to
+# promote another copy until they name one, then follows it.
+PARKED="127.0.0.1 1"
+hand_over() {
+  while :; do
+    sleep 2
+    master=$(ask get-master-addr-by-name "$MASTER_NAME" | head -n 1) || master=""
+    if [ -n "$master" ] && [ "$master" != "$me" ]; then
+      cli REPLICAOF "$master" 6379 >/dev/null || true
+      log "the Sentinels promoted $master: now its replica"
+      refresh_sentinels
+      return
+    fi
+    said=$(ask failover "$MASTER_NAME") || said="no Sentinel answers"
+    log "asked the Sentinels to promote another copy ($said)"
+  done
+}
+
 # A master that no replica has confirmed for 5 s refuses writes: a master cut off from
 # every replica stops counting views that a failover would lose. (web-fe's WAIT covers the
 # seconds before that.) A replica syncs at once rather than after the default 5 s pause.
 serve() {
   log "$1"
   announce_node &
+  case "$2" in
+    "replicaof $PARKED") hand_over & ;;
+    replicaof*) refresh_sentinels & ;;
+  esac
   exec redis-server - <<CONF
 requirepass $pass
 masterauth $pass
@@ -102,9 +152,7 @@ while :; do
     serve "the Sentinels name $master the master: starting as its replica" "replicaof $master 6379"
   fi
   if ! other_copy_up; then
-    serve "the Sentinels name this copy the master and no other copy answers: starting as the master" ""
+    serve "the Sentinels name this copy the master and no other copy answered for ${LONE_SECONDS:-20} s: starting as the master" ""
   fi
-  log "the Sentinels name this copy the master, but another copy holds the data: asking them to promote it"
-  ask failover "$MASTER_NAME" >/dev/null || true
-  sleep 2
+  serve "the Sentinels name this copy the master, but another copy holds the data: parked (read-only, syncing from nowhere) until they promote one" "replicaof $PARKED"
 done
