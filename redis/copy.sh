@@ -86,9 +86,9 @@ refresh_sentinels() {
 }
 
 # A restarted master that another copy may be ahead of is parked: a replica of an address
-# where nothing listens. It answers (swarm counts it as running only then, and only then
-# does its name resolve: the Sentinels look it up every second, and lookups of a name
-# that does not resolve stall them into TILT mode, where they fail nothing over), but it
+# where nothing listens. It answers, so it passes its health check and its name resolves
+# (the logs show it unresolved until then: the Sentinels look it up every second, and
+# failed lookups stall them into TILT mode, where they fail nothing over), but it
 # counts no view and no copy can sync from it (NOMASTERLINK). It asks the Sentinels to
 # promote another copy until they name one, then follows it.
 PARKED="127.0.0.1 1"
