@@ -110,12 +110,13 @@ fn events(
     })
 }
 
-/// The tiles with this replica's highlighted, as every page of this replica shows them
-/// until the next heartbeat: drawn once per board, not once per view.
-pub fn page_tiles<'a>(published: &'a Published, current: &str) -> &'a str {
+/// The tiles with this replica's (the board's reader's) highlighted, as every page of this
+/// replica shows them until the next heartbeat: drawn once per board, not once per view.
+pub fn page_tiles(published: &Published) -> &str {
+    let board = &published.board;
     published
         .page_tiles
-        .get_or_init(|| render_board(&published.board, current))
+        .get_or_init(|| render_board(board, &board.read_by))
 }
 
 /// The tiles, with none highlighted: the page's script highlights its own replica.

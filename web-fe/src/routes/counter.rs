@@ -46,7 +46,7 @@ pub async fn page(
         view: &view,
         accent: build_info::ACCENT,
         refresh,
-        tiles: page_tiles(&published, &view.hostname),
+        tiles: page_tiles(&published),
     };
     let body = page.render().map_err(|e| fail(Problem::internal(e)))?;
     Ok(HttpResponse::Ok()
