@@ -70,6 +70,13 @@ impl Lab {
         checked(&mut lab(&[&["docker"], args].concat()))
     }
 
+    /// A service's tasks and recent logs, from the first manager: why a step went wrong.
+    pub fn story(&self, service: &str) -> String {
+        let script = repo_root().join("lab/swarm");
+        let script = script.to_str().expect("the repository's path is UTF-8");
+        crate::swarm::tasks_story_via(&[script, "docker"], service)
+    }
+
     /// The same, for a command that is expected to fail: (succeeded, stdout + stderr).
     pub fn try_docker(&self, args: &[&str]) -> (bool, String) {
         let out = lab(&[&["docker"], args].concat())

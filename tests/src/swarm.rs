@@ -155,10 +155,17 @@ pub fn stack_volumes(stack: &str) -> Vec<String> {
 
 /// The container of the stack's Redis copy that says it is the master (`ROLE`).
 pub fn redis_master(stack: &str) -> String {
-    wait_for("a Redis copy that is the master", CONVERGE, || {
+    let master = poll(CONVERGE, || {
         service_containers(&format!("{stack}_redis"))
             .into_iter()
             .find(|copy| redis_role(copy).as_deref() == Some("master"))
+    });
+    master.unwrap_or_else(|| {
+        panic!(
+            "no Redis copy is the master after {CONVERGE:?}\n{}\n{}",
+            tasks_story(&format!("{stack}_redis")),
+            tasks_story(&format!("{stack}_sentinel"))
+        )
     })
 }
 
@@ -173,28 +180,29 @@ pub fn redis_role(container: &str) -> Option<String> {
 /// A service's tasks (state, error) and the last 300 lines of its logs, timestamped: what
 /// a failed wait or a lost view needs explained.
 pub fn tasks_story(service: &str) -> String {
-    let tasks = docker(&[
+    tasks_story_via(&["docker"], service)
+}
+
+/// [`tasks_story`] through another `docker` command line, such as the lab's manager's.
+pub fn tasks_story_via(docker: &[&str], service: &str) -> String {
+    let run = |args: &[&str]| {
+        // `docker service logs` can hang on a task being replaced: each call gets 30 s.
+        Command::new("timeout")
+            .arg("30")
+            .args(docker)
+            .args(args)
+            .output()
+            .expect("timeout (coreutils) runs")
+    };
+    let tasks = run(&[
         "service",
         "ps",
         "--no-trunc",
         "--format",
-        "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
+        "{{.Name}} {{.Node}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
         service,
     ]);
-    // `docker service logs` can hang on a task being replaced: it gets 30 s.
-    let logs = Command::new("timeout")
-        .args([
-            "30",
-            "docker",
-            "service",
-            "logs",
-            "--timestamps",
-            "--tail",
-            "300",
-        ])
-        .arg(service)
-        .output()
-        .expect("timeout (coreutils) runs");
+    let logs = run(&["service", "logs", "--timestamps", "--tail", "300", service]);
     format!(
         "{service} tasks:\n{}\n{service} logs:\n{}{}",
         String::from_utf8_lossy(&tasks.stdout),
