@@ -4,7 +4,8 @@
 # Sentinels answer but know no master yet, and no other copy is one) does redis-1 start
 # as the master. A restarted master that the Sentinels still name, while another copy
 # answers, waits parked for them to promote that copy: a copy that lost its last writes,
-# or its whole volume on a new node, never leads the others.
+# or its whole volume on a new node, never leads the others. A master told to stop hands
+# its role to a replica first.
 set -eu
 me="redis-$SLOT"
 SENTINELS="${SENTINELS:-sentinel-1 sentinel-2 sentinel-3}"
@@ -107,9 +108,44 @@ hand_over() {
   done
 }
 
+# Refuses new views and waits, at most 1.5 s, for every replica in sync to hold all the
+# master took; prints how many do. One transaction marks the offset (a PUBLISH, which
+# replicas receive) and raises min-replicas-to-write out of reach, so no view slips in
+# between; WAIT on the same connection then waits for the replicas to confirm the mark.
+refuse_views_and_sync() {
+  online=$(cli INFO replication | grep -c 'state=online') || return 1
+  printf 'MULTI\nPUBLISH counter:handover %s\nCONFIG SET min-replicas-to-write 1000\nEXEC\nWAIT %s 1500\n' \
+    "$me" "$online" | cli | tail -n 1
+}
+
+# A master told to stop (a node drained, the service updated or scaled down) hands its
+# role over first, instead of leaving the Sentinels to notice it gone (3 s of views
+# answered 503). It refuses new views (NOREPLICAS, which web-fe tries again, on the master
+# the Sentinels name next), waits for its replicas to hold every view it took, and asks
+# the Sentinels to promote one. All of it is bounded to fit the stop grace period (10 s);
+# a handover that cannot happen (no replica, no Sentinel) stops as before.
+step_down() {
+  [ "$(cli ROLE | head -n 1)" = master ] || return 0
+  held=$(refuse_views_and_sync) || return 0
+  said=$(ask failover "$MASTER_NAME") || said="no Sentinel answers"
+  log "stopping: views refused, $held replica(s) hold them all, Sentinels asked to promote one ($said)"
+  give_up=$(($(date +%s) + 7))
+  while [ "$(date +%s)" -lt "$give_up" ]; do
+    master=$(ask get-master-addr-by-name "$MASTER_NAME" | head -n 1) || master=""
+    if [ -n "$master" ] && [ "$master" != "$me" ]; then
+      log "the Sentinels promoted $master: stopping"
+      return 0
+    fi
+    sleep 0.2
+  done
+  log "the Sentinels promoted no other copy in 7 s: stopping all the same"
+}
+
 # A master that no replica has confirmed for 5 s refuses writes: a master cut off from
 # every replica stops counting views that a failover would lose. (web-fe's WAIT covers the
 # seconds before that.) A replica syncs at once rather than after the default 5 s pause.
+# redis-server runs as this script's child so that a stop can hand the master's role over
+# before it ends.
 serve() {
   log "$1"
   announce_node &
@@ -117,7 +153,7 @@ serve() {
     "replicaof $PARKED") hand_over & ;;
     replicaof*) refresh_sentinels & ;;
   esac
-  exec redis-server - <<CONF
+  redis-server - <<CONF &
 requirepass $pass
 masterauth $pass
 replica-announce-ip $me
@@ -128,6 +164,15 @@ min-replicas-to-write 1
 min-replicas-max-lag 5
 $2
 CONF
+  server=$!
+  trap 'step_down; kill -TERM "$server"' TERM INT
+  # A trapped signal ends a wait early; the server, ended or not yet reaped, still answers
+  # kill -0 until a wait has collected its status.
+  while :; do
+    status=0
+    wait "$server" || status=$?
+    kill -0 "$server" 2>/dev/null || exit "$status"
+  done
 }
 
 while :; do

@@ -215,6 +215,17 @@ fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab, watcher: &Boar
     lab.wait_replicas(12);
     let on_worker2 = lab.tasks_by_node().get("worker2").copied().unwrap_or(0);
     assert!(on_worker2 > 0, "worker2 runs no task to drain");
+    // When worker2 holds the Redis master, the drain stops it: it hands its role over first.
+    let (master_at, _) = lab.master_copy();
+    println!(
+        "before the drain, the Redis master is on {master_at}; worker2 runs:\n{}",
+        lab.docker(&["node", "ps", "--filter", "desired-state=running", "worker2"])
+    );
+    let master_moved = if master_at == "worker2" {
+        ", the Redis master's among them (handed over)"
+    } else {
+        ""
+    };
     let report = under_load(
         lab,
         "Worker drained",
@@ -225,9 +236,14 @@ fn draining_a_worker_moves_its_tasks_and_loses_nothing(lab: &Lab, watcher: &Boar
                 let spread = lab.tasks_by_node();
                 !spread.contains_key("worker2") && spread.values().sum::<usize>() == 12
             });
-            format!("{on_worker2} tasks moved, 12/12 on the other nodes")
+            format!("{on_worker2} web-fe tasks moved{master_moved}, 12/12 on the other nodes")
         },
     );
+    if report.failed() > 0 {
+        for service in [REDIS, SENTINEL, WEB] {
+            println!("{}", lab.story(service));
+        }
+    }
     assert_eq!(
         report.failed(),
         0,

@@ -78,7 +78,7 @@ impl Deployed {
             let role = redis_role(&copy);
             println!("copy {copy}: {role:?}, hits {:?}", try_redis_hits(&copy));
         }
-        if run.lost() > 0 {
+        if run.lost() > 0 || run.report.failed() > 0 {
             for service in ["redis", "sentinel"] {
                 println!("{}", tasks_story(&format!("{}_{service}", self.stack)));
             }
@@ -168,7 +168,9 @@ fn forced_updates_of_the_redis_copies_and_the_sentinels_lose_no_view() {
         .filter(|r| r.as_deref() == Some("master"))
         .count();
     assert_eq!(masters, 1, "{roles:?}");
-    println!("{report:?}");
+    // The master handed its role over before it stopped (redis/copy.sh), and web-fe
+    // waited the handover out: no view failed.
+    assert_eq!(report.failed(), 0, "{report:?}");
 }
 
 #[test]

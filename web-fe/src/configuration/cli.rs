@@ -130,7 +130,7 @@ pub struct RedisArgs {
     /// How long a request may wait for Redis before it gets a 503, 10ms-1m.
     #[arg(long = "redis-timeout", env = "REDIS_TIMEOUT", value_name = "REDIS_TIMEOUT", default_value = "500ms", value_parser = duration_in(ms(10)..=secs(60)))]
     pub timeout: Duration,
-    /// How long a view whose connection broke mid-call keeps trying, 0-1m.
+    /// How long a view keeps trying while Redis restarts or hands the master role over, 0-1m.
     #[arg(long = "redis-restart-grace", env = "REDIS_RESTART_GRACE", value_name = "REDIS_RESTART_GRACE", default_value = "3s", value_parser = duration_in(ZERO..=secs(60)))]
     pub restart_grace: Duration,
 }

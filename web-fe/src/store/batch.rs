@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use prometheus::Histogram;
 use tokio::sync::oneshot;
@@ -59,9 +60,14 @@ impl Queue {
     }
 
     /// The next batch, oldest first, or `None` (and the sender stops) when none is waiting.
-    /// A view whose request is gone is dropped; one that waited out `timeout` in the queue
-    /// is answered at once: it was never sent, so it was not counted.
-    pub fn next_batch(&self, timeout: std::time::Duration, address: &str) -> Option<Vec<Waiting>> {
+    /// A view whose request is gone is dropped; one that waited out its `patience` (given
+    /// its arrival) in the queue is answered at once: it was never sent, so it was not
+    /// counted.
+    pub fn next_batch(
+        &self,
+        patience: impl Fn(Instant) -> Duration,
+        address: &str,
+    ) -> Option<Vec<Waiting>> {
         let mut views = self.views.borrow_mut();
         let now = Instant::now();
         let mut batch = Vec::with_capacity(views.len().min(MAX_BATCH));
@@ -70,10 +76,11 @@ impl Queue {
             if view.reply.is_closed() {
                 continue;
             }
-            if now >= view.arrived + timeout {
+            let patience = patience(view.arrived);
+            if now >= view.arrived + patience {
                 let _ = view
                     .reply
-                    .send(Err(StoreError::timed_out(address, timeout)));
+                    .send(Err(StoreError::timed_out(address, patience)));
                 continue;
             }
             batch.push(view);

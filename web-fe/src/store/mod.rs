@@ -7,6 +7,7 @@ mod error;
 mod link;
 mod presence;
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -71,8 +72,11 @@ pub struct Store(Rc<Counter>);
 struct Counter {
     link: Link,
     timeout: Duration,
-    /// How long a batch that may already be counted keeps retrying (see `count_batch`).
+    /// How long a view keeps trying while Redis restarts or hands the master's role over
+    /// (see `count_batch`).
     restart_grace: Duration,
+    /// When a try last found Redis in such a transition.
+    transition_seen: Cell<Option<Instant>>,
     replica_wait: Duration,
     replication: Replication,
     visit: redis::Script,
@@ -110,6 +114,7 @@ impl Store {
             link: Link::new(settings.target.clone(), settings.timeout),
             timeout: settings.timeout,
             restart_grace: settings.restart_grace,
+            transition_seen: Cell::new(None),
             replica_wait: settings.replica_wait,
             replication,
             visit: redis::Script::new(VISIT_SCRIPT),
@@ -159,7 +164,8 @@ impl Store {
 impl Counter {
     /// Sends batch after batch until no view is waiting.
     async fn send_batches(self: Rc<Self>) {
-        while let Some(batch) = self.queue.next_batch(self.timeout, &self.link.address()) {
+        let patience = |arrived| self.patience(arrived);
+        while let Some(batch) = self.queue.next_batch(patience, &self.link.address()) {
             let keys: Vec<&str> = batch.iter().map(|view| view.key.as_str()).collect();
             // Named after its first view, whose key no other batch holds.
             let batch_key = format!("visits:{}", &keys[0]["visit:".len()..]);
@@ -168,21 +174,31 @@ impl Counter {
         }
     }
 
+    /// How long a view that arrived at `arrived` may wait for its count: `REDIS_TIMEOUT`,
+    /// or the restart grace if Redis was seen restarting or failing over since it arrived.
+    fn patience(&self, arrived: Instant) -> Duration {
+        match self.transition_seen.get() {
+            Some(seen) if seen >= arrived => self.timeout.max(self.restart_grace),
+            _ => self.timeout,
+        }
+    }
+
     /// Counts a batch's views exactly once.
     ///
     /// Failed attempts are tried again on a new connection with the same visit keys, which
-    /// makes that safe, until the timeout (counted from the batch's oldest view). When a
-    /// connection broke after the call was sent (Redis restarting), the views may already
-    /// be counted: the batch keeps trying for the restart grace, so a restart neither loses
-    /// a counted view nor answers 503 for one. Once any attempt may have counted, the error
-    /// says so, whatever later attempts saw.
+    /// makes that safe, until the batch's patience runs out (counted from its oldest view).
+    /// While Redis restarts (a connection broke after the call was sent: the views may
+    /// already be counted) or hands the master's role over (`NOREPLICAS`, `READONLY`),
+    /// the batch, and the views queued behind it, keep trying for the restart grace: a
+    /// restart or a planned failover neither loses a counted view nor answers 503 for one.
+    /// Once any attempt may have counted, the error says so, whatever later attempts saw.
     async fn count_batch(
         &self,
         batch_key: &str,
         keys: &[&str],
         oldest: Instant,
     ) -> Result<Vec<Visit>, StoreError> {
-        let mut deadline = oldest + self.timeout;
+        let mut deadline = oldest + self.patience(oldest);
         let (mut maybe_counted, mut retry) = (false, false);
         loop {
             let attempt = self.visit_once(batch_key, keys, retry);
@@ -192,14 +208,16 @@ impl Counter {
                 Err(_) => {
                     self.link.forget();
                     // The call may have been sent before the clock ran out.
-                    let mut error = StoreError::timed_out(&self.link.address(), self.timeout);
+                    let waited = deadline.saturating_duration_since(oldest);
+                    let mut error = StoreError::timed_out(&self.link.address(), waited);
                     error.maybe_counted = true;
                     return Err(error);
                 }
             };
             self.link.forget();
             maybe_counted |= failure.maybe_counted;
-            if failure.broke_mid_call {
+            if failure.in_transition {
+                self.transition_seen.set(Some(Instant::now()));
                 deadline = deadline.max(oldest + self.restart_grace);
             }
             if !failure.retryable || Instant::now() + RETRY_PAUSE >= deadline {
@@ -244,7 +262,7 @@ impl Counter {
                 maybe_counted: e.is_connection_dropped()
                     || e.is_timeout()
                     || matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType),
-                broke_mid_call: e.is_connection_dropped(),
+                in_transition: e.is_connection_dropped() || in_transition(&e),
                 ..self.attempt_failed(e)
             })?;
         let (counts, served, repairs) = reply;
@@ -295,16 +313,16 @@ impl Counter {
             ),
             retryable: false,
             maybe_counted: true,
-            broke_mid_call: false,
+            in_transition: false,
         })
     }
 
     fn attempt_failed(&self, error: RedisError) -> FailedAttempt {
         FailedAttempt {
             retryable: is_retryable(&error),
+            in_transition: in_transition(&error),
             error: StoreError::from_redis(&self.link.address(), error),
             maybe_counted: false,
-            broke_mid_call: false,
         }
     }
 
@@ -318,7 +336,7 @@ impl Counter {
             ),
             retryable: false,
             maybe_counted: false,
-            broke_mid_call: false,
+            in_transition: false,
         }
     }
 }
@@ -329,9 +347,9 @@ struct FailedAttempt {
     error: StoreError,
     retryable: bool,
     maybe_counted: bool,
-    /// The connection broke after the call was sent, as when Redis restarts: worth waiting
-    /// for the restart grace to learn the outcome.
-    broke_mid_call: bool,
+    /// Redis is restarting (the connection broke after the call was sent) or handing the
+    /// master's role over: worth waiting for the restart grace.
+    in_transition: bool,
 }
 
 /// What a script found in Redis that web-fe did not write, and put right: each is logged.
@@ -341,11 +359,15 @@ fn log_repairs(repairs: Vec<String>) {
     }
 }
 
-/// Connection trouble, a Redis still loading its data, and a master that was demoted or
-/// lost its replicas (a failover under way) may pass; a wrong password will not.
+/// Connection trouble and Redis in transition may pass; a wrong password will not.
 fn is_retryable(error: &RedisError) -> bool {
-    error.is_io_error()
-        || error.code() == Some(error::NO_REPLICAS)
+    error.is_io_error() || in_transition(error)
+}
+
+/// A Redis still loading its data, and a master that was demoted, lost its replicas or
+/// refuses writes while it hands its role over (redis/copy.sh): a failover under way.
+fn in_transition(error: &RedisError) -> bool {
+    error.code() == Some(error::NO_REPLICAS)
         || matches!(
             error.kind(),
             ErrorKind::Server(

@@ -213,6 +213,80 @@ async fn a_view_no_replica_confirms_is_not_answered_200_and_counts_once_it_is() 
     assert_eq!(copies.replica.hits(), 3);
 }
 
+/// Eight clients asking `/api` in a loop until stopped: how many were answered 200, how
+/// many not, and when the last failure was.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<(u64, u64, Option<Instant>)>>,
+}
+
+impl Load {
+    fn start(web: &WebFe) -> Self {
+        let http = client();
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..8)
+            .map(|_| {
+                let (http, url, stop) = (http.clone(), web.url("/api"), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let (mut ok, mut failed, mut last_failure) = (0u64, 0u64, None);
+                    // Bounded: at most 5,000 requests per client, and stopped by the test.
+                    for _ in 0..5_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match http.get(&url).send().await.map(|r| r.status()) {
+                            Ok(s) if s == 200 => ok += 1,
+                            _ => {
+                                failed += 1;
+                                last_failure = Some(Instant::now());
+                            }
+                        }
+                    }
+                    (ok, failed, last_failure)
+                })
+            })
+            .collect();
+        Self { stop, clients }
+    }
+
+    async fn finish(self) -> (u64, u64, Option<Instant>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut ok, mut failed, mut last_failure) = (0u64, 0u64, None::<Instant>);
+        for client in self.clients {
+            let (o, f, last) = client.await.unwrap();
+            ok += o;
+            failed += f;
+            last_failure = last_failure.max(last);
+        }
+        (ok, failed, last_failure)
+    }
+}
+
+fn hits_on(copy: &Redis) -> Option<u64> {
+    u64::try_from(copy.hits()).ok()
+}
+
+impl Copies {
+    /// Waits for `views` more views on `copy` than it holds now.
+    fn wait_for_views_on(&self, copy: &Redis, what: &str, views: u64) {
+        let mark = hits_on(copy).expect("the copy answers");
+        wait_for_count(what, Duration::from_secs(20), || hits_on(copy), mark, views);
+    }
+
+    /// Waits for the first Sentinel to name the replica as the master.
+    fn wait_for_the_replica_named(&self) -> u16 {
+        wait_for(
+            "a Sentinel to name the replica",
+            Duration::from_secs(20),
+            || {
+                self.sentinels[0]
+                    .master_port()
+                    .filter(|&port| port == self.replica.port)
+            },
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_master_killed_under_load_fails_over_and_every_200_is_counted_once() {
     // Dropped last: holds the killed master's port until the Sentinels are gone, or they
@@ -220,72 +294,18 @@ async fn the_master_killed_under_load_fails_over_and_every_200_is_counted_once()
     let _tombstone;
     let mut copies = Copies::start();
     copies.copies_on_board(2);
-    let http = client();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let (http, url, stop) = (http.clone(), copies.web.url("/api"), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let (mut ok, mut failed, mut last_failure) = (0u64, 0u64, None);
-                // Bounded: at most 5,000 requests per client, and stopped by the test.
-                for _ in 0..5_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match http.get(&url).send().await.map(|r| r.status()) {
-                        Ok(s) if s == 200 => ok += 1,
-                        _ => {
-                            failed += 1;
-                            last_failure = Some(Instant::now());
-                        }
-                    }
-                }
-                (ok, failed, last_failure)
-            })
-        })
-        .collect();
+    let load = Load::start(&copies.web);
     // The load is counted before the master dies.
-    let hits_on = |copy: &Redis| u64::try_from(copy.hits()).ok();
-    let first = || hits_on(&copies.master);
-    wait_for_count(
-        "views on the first master",
-        Duration::from_secs(10),
-        first,
-        0,
-        100,
-    );
+    copies.wait_for_views_on(&copies.master, "views on the first master", 100);
     let killed_at = Instant::now();
     copies.master.stop();
     _tombstone = std::net::TcpListener::bind(("127.0.0.1", copies.master.port))
         .expect("the killed master's port is free");
-    let new_master = wait_for(
-        "a Sentinel to name the replica",
-        Duration::from_secs(20),
-        || {
-            copies.sentinels[0]
-                .master_port()
-                .filter(|&port| port == copies.replica.port)
-        },
-    );
+    let new_master = copies.wait_for_the_replica_named();
     let named_after = killed_at.elapsed();
     // Views on the new master, then the load stops.
-    let new = || hits_on(&copies.replica);
-    let mark = new().expect("the new master answers");
-    wait_for_count(
-        "views on the new master",
-        Duration::from_secs(20),
-        new,
-        mark,
-        100,
-    );
-    stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut failed, mut last_failure) = (0u64, 0u64, None::<Instant>);
-    for client in clients {
-        let (o, f, last) = client.await.unwrap();
-        ok += o;
-        failed += f;
-        last_failure = last_failure.max(last);
-    }
+    copies.wait_for_views_on(&copies.replica, "views on the new master", 100);
+    let (ok, failed, last_failure) = load.finish().await;
     let hits = u64::try_from(copies.replica.hits()).unwrap();
     let recovered = last_failure.map_or(Duration::ZERO, |t| t.saturating_duration_since(killed_at));
     assert_eq!(new_master, copies.replica.port);
@@ -305,6 +325,48 @@ async fn the_master_killed_under_load_fails_over_and_every_200_is_counted_once()
         ok + failed,
         named_after.as_secs_f64(),
         recovered.as_secs_f64(),
+    ));
+}
+
+/// A master told to stop hands its role over first, as the stack's copies do
+/// (redis/copy.sh): it refuses new views (`NOREPLICAS`), a Sentinel promotes the replica,
+/// then it stops. web-fe keeps trying through the handover, within `REDIS_RESTART_GRACE`,
+/// and counts on the new master: no view fails, none is lost or counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_that_hands_over_before_it_stops_fails_no_view() {
+    let _tombstone;
+    let mut copies = Copies::start();
+    copies.copies_on_board(2);
+    let load = Load::start(&copies.web);
+    copies.wait_for_views_on(&copies.master, "views on the first master", 100);
+    let started = Instant::now();
+    let master = copies.master.port;
+    let _: () = query_at(
+        master,
+        Some(PASSWORD),
+        &["CONFIG", "SET", "min-replicas-to-write", "1000"],
+    )
+    .expect("the master takes the setting");
+    let _: () = query_at(
+        copies.sentinels[0].port,
+        Some(PASSWORD),
+        &["SENTINEL", "FAILOVER", MASTER],
+    )
+    .expect("the Sentinel starts a failover");
+    copies.wait_for_the_replica_named();
+    let handed_over = started.elapsed();
+    copies.master.stop_gracefully();
+    _tombstone = std::net::TcpListener::bind(("127.0.0.1", master))
+        .expect("the stopped master's port is free");
+    copies.wait_for_views_on(&copies.replica, "views on the new master", 100);
+    let (ok, failed, _) = load.finish().await;
+    let hits = hits_on(&copies.replica).expect("the new master answers");
+    assert!(ok > 100, "too little load to mean anything: {ok}");
+    assert_eq!(failed, 0, "views failed during the handover");
+    assert_eq!(hits, ok, "views lost or counted twice");
+    reliability_row(&format!(
+        "Redis master stopped after handing over (service test, 3 Sentinels) | writes refused, `SENTINEL FAILOVER`, then SIGTERM | {ok} | 0 | 0 | replica named master {:.1} s after the handover began",
+        handed_over.as_secs_f64(),
     ));
 }
 
