@@ -267,6 +267,24 @@ fn hits_on(copy: &Redis) -> Option<u64> {
 }
 
 impl Copies {
+    /// The copies with web-fe under load, once 100 views are counted on the master.
+    fn start_under_load() -> (Self, Load) {
+        let copies = Self::start();
+        copies.copies_on_board(2);
+        let load = Load::start(&copies.web);
+        copies.wait_for_views_on(&copies.master, "views on the first master", 100);
+        (copies, load)
+    }
+
+    /// Stops the master (`stop` says how) and holds its port from then on. Keep the
+    /// listener until the Sentinels are gone, or they would make another test's new Redis
+    /// on that port a replica of this one's master.
+    fn stop_master(&mut self, stop: impl FnOnce(&mut Redis)) -> std::net::TcpListener {
+        stop(&mut self.master);
+        std::net::TcpListener::bind(("127.0.0.1", self.master.port))
+            .expect("the stopped master's port is free")
+    }
+
     /// Waits for `views` more views on `copy` than it holds now.
     fn wait_for_views_on(&self, copy: &Redis, what: &str, views: u64) {
         let mark = hits_on(copy).expect("the copy answers");
@@ -289,18 +307,11 @@ impl Copies {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_master_killed_under_load_fails_over_and_every_200_is_counted_once() {
-    // Dropped last: holds the killed master's port until the Sentinels are gone, or they
-    // would make another test's new Redis on that port a replica of this one's master.
+    // Dropped last (see `stop_master`).
     let _tombstone;
-    let mut copies = Copies::start();
-    copies.copies_on_board(2);
-    let load = Load::start(&copies.web);
-    // The load is counted before the master dies.
-    copies.wait_for_views_on(&copies.master, "views on the first master", 100);
+    let (mut copies, load) = Copies::start_under_load();
     let killed_at = Instant::now();
-    copies.master.stop();
-    _tombstone = std::net::TcpListener::bind(("127.0.0.1", copies.master.port))
-        .expect("the killed master's port is free");
+    _tombstone = copies.stop_master(Redis::stop);
     let new_master = copies.wait_for_the_replica_named();
     let named_after = killed_at.elapsed();
     // Views on the new master, then the load stops.
@@ -335,10 +346,7 @@ async fn the_master_killed_under_load_fails_over_and_every_200_is_counted_once()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_master_that_hands_over_before_it_stops_fails_no_view() {
     let _tombstone;
-    let mut copies = Copies::start();
-    copies.copies_on_board(2);
-    let load = Load::start(&copies.web);
-    copies.wait_for_views_on(&copies.master, "views on the first master", 100);
+    let (mut copies, load) = Copies::start_under_load();
     let started = Instant::now();
     let master = copies.master.port;
     let _: () = query_at(
@@ -355,9 +363,7 @@ async fn a_master_that_hands_over_before_it_stops_fails_no_view() {
     .expect("the Sentinel starts a failover");
     copies.wait_for_the_replica_named();
     let handed_over = started.elapsed();
-    copies.master.stop_gracefully();
-    _tombstone = std::net::TcpListener::bind(("127.0.0.1", master))
-        .expect("the stopped master's port is free");
+    _tombstone = copies.stop_master(Redis::stop_gracefully);
     copies.wait_for_views_on(&copies.replica, "views on the new master", 100);
     let (ok, failed, _) = load.finish().await;
     let hits = hits_on(&copies.replica).expect("the new master answers");
