@@ -129,16 +129,31 @@ step_down() {
   held=$(refuse_views_and_sync) || return 0
   said=$(ask failover "$MASTER_NAME") || said="no Sentinel answers"
   log "stopping: views refused, $held replica(s) hold them all, Sentinels asked to promote one ($said)"
-  give_up=$(($(date +%s) + 7))
-  while [ "$(date +%s)" -lt "$give_up" ]; do
+  started=$(date +%s)
+  while [ "$(date +%s)" -lt $((started + 7)) ]; do
     master=$(ask get-master-addr-by-name "$MASTER_NAME" | head -n 1) || master=""
     if [ -n "$master" ] && [ "$master" != "$me" ]; then
       log "the Sentinels promoted $master: stopping"
       return 0
     fi
+    if [ "$(date +%s)" -eq $((started + 3)) ] && [ -z "${asked_again:-}" ]; then
+      asked_again=$(ask_each_failover)
+      log "no promotion after 3 s (a stalled Sentinel, in TILT mode, say): asked again ($asked_again)"
+    fi
     sleep 0.2
   done
   log "the Sentinels promoted no other copy in 7 s: stopping all the same"
+}
+
+# Asks the Sentinels for a failover until one starts it: one still busy with the first
+# (INPROG) passes the request on to the next. Only one may start it, or two could promote
+# two copies at once. Prints what each said.
+ask_each_failover() {
+  for sentinel in $SENTINELS; do
+    said=$(cli -h "$sentinel" -p 26379 SENTINEL failover "$MASTER_NAME") || said="no answer"
+    printf '%s: %s; ' "$sentinel" "$said"
+    [ "$said" = OK ] && return 0
+  done
 }
 
 # A master that no replica has confirmed for 5 s refuses writes: a master cut off from
