@@ -94,6 +94,7 @@ refresh_sentinels() {
 # promote another copy until they name one, then follows it.
 PARKED="127.0.0.1 1"
 hand_over() {
+  rounds=0
   while :; do
     sleep 2
     master=$(ask get-master-addr-by-name "$MASTER_NAME" | head -n 1) || master=""
@@ -103,8 +104,28 @@ hand_over() {
       refresh_sentinels
       return
     fi
+    rounds=$((rounds + 1))
+    if [ "$rounds" -ge 10 ] && others_wait_for_me; then
+      cli REPLICAOF NO ONE >/dev/null || true
+      log "after 20 s no copy to promote, and every other copy replicates this one with no higher count: serving as the master"
+      return
+    fi
     said=$(ask failover "$MASTER_NAME") || said="no Sentinel answers"
     log "asked the Sentinels to promote another copy ($said)"
+  done
+}
+
+# Every other copy that answers replicates this one (so none can be promoted: its link is
+# down) and holds no higher count. That is how a whole stack comes back after `docker
+# stack rm`: the copies all follow the master the Sentinels remember, which parked.
+others_wait_for_me() {
+  mine=$(cli GET hits) || return 1
+  for copy in $COPIES; do
+    [ "$copy" = "$me" ] && continue
+    info=$(cli -h "$copy" INFO replication | tr -d '\r') || continue
+    case "$info" in *"master_host:$me"*) ;; *) return 1 ;; esac
+    theirs=$(cli -h "$copy" GET hits) || return 1
+    [ "${theirs:-0}" -le "${mine:-0}" ] 2>/dev/null || return 1
   done
 }
 
@@ -126,6 +147,15 @@ refuse_views_and_sync() {
 # a handover that cannot happen (no replica, no Sentinel) stops as before.
 step_down() {
   [ "$(cli ROLE | head -n 1)" = master ] || return 0
+  # `docker stack rm` stops the Sentinels with the copies. A failover begun then could be
+  # recorded on some of their volumes and not others, and the next deploy would start
+  # from Sentinels that disagree. So hand over only if, a second into the stop, at least
+  # two Sentinels still answer.
+  sleep 1
+  if [ "$(sentinels_up)" -lt 2 ]; then
+    log "stopping: fewer than two Sentinels answer (the stack is being removed?): no handover"
+    return 0
+  fi
   held=$(refuse_views_and_sync) || return 0
   said=$(ask failover "$MASTER_NAME") || said="no Sentinel answers"
   log "stopping: views refused, $held replica(s) hold them all, Sentinels asked to promote one ($said)"
@@ -143,6 +173,15 @@ step_down() {
     sleep 0.2
   done
   log "the Sentinels promoted no other copy in 7 s: stopping all the same"
+}
+
+# How many Sentinels answer.
+sentinels_up() {
+  up=0
+  for sentinel in $SENTINELS; do
+    [ "$(cli -h "$sentinel" -p 26379 PING)" = PONG ] && up=$((up + 1))
+  done
+  echo "$up"
 }
 
 # Asks the Sentinels for a failover until one starts it: one still busy with the first

@@ -132,13 +132,19 @@ pub fn deploy_stack(stack: &str, web_fe_image: &str) {
     }
     // The master takes views once a replica has synced: a few seconds on a first start.
     let network = format!("{stack}_counter-net");
-    wait_for("a first counted view", CONVERGE, || {
+    let counted = poll(CONVERGE, || {
         let status = in_client_container(
             &network,
             "curl -s -o /dev/null --max-time 3 -w '%{http_code}' http://tasks.web-fe:8080/api",
         );
         (status == "200").then_some(())
     });
+    assert!(
+        counted.is_some(),
+        "no view counted after {CONVERGE:?}\n{}\n{}",
+        tasks_story(&format!("{stack}_redis")),
+        tasks_story(&format!("{stack}_sentinel")),
+    );
 }
 
 /// The stack's volumes: one per Redis copy and one per Sentinel (stack.yml names them).
