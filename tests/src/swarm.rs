@@ -125,9 +125,8 @@ pub fn deploy_stack(stack: &str, web_fe_image: &str) {
         // The copies and the Sentinels wait for each other at start: their logs say why.
         assert!(
             all_running.is_some(),
-            "timed out after {CONVERGE:?} waiting for {wanted}/{wanted} {service} tasks\n{}\n{}",
-            tasks_story(&format!("{stack}_redis")),
-            tasks_story(&format!("{stack}_sentinel")),
+            "timed out after {CONVERGE:?} waiting for {wanted}/{wanted} {service} tasks\n{}",
+            copies_story(stack),
         );
     }
     // The master takes views once a replica has synced: a few seconds on a first start.
@@ -141,9 +140,8 @@ pub fn deploy_stack(stack: &str, web_fe_image: &str) {
     });
     assert!(
         counted.is_some(),
-        "no view counted after {CONVERGE:?}\n{}\n{}",
-        tasks_story(&format!("{stack}_redis")),
-        tasks_story(&format!("{stack}_sentinel")),
+        "no view counted after {CONVERGE:?}\n{}",
+        copies_story(stack),
     );
 }
 
@@ -168,9 +166,8 @@ pub fn redis_master(stack: &str) -> String {
     });
     master.unwrap_or_else(|| {
         panic!(
-            "no Redis copy is the master after {CONVERGE:?}\n{}\n{}",
-            tasks_story(&format!("{stack}_redis")),
-            tasks_story(&format!("{stack}_sentinel"))
+            "no Redis copy is the master after {CONVERGE:?}\n{}",
+            copies_story(stack)
         )
     })
 }
@@ -181,6 +178,15 @@ pub fn redis_role(container: &str) -> Option<String> {
     let out = docker(&["exec", container, "sh", "-c", &script]);
     let role = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     (out.status.success() && !role.is_empty()).then_some(role)
+}
+
+/// The stories of a stack's Redis copies and Sentinels: why its count stalled.
+pub fn copies_story(stack: &str) -> String {
+    format!(
+        "{}\n{}",
+        tasks_story(&format!("{stack}_redis")),
+        tasks_story(&format!("{stack}_sentinel"))
+    )
 }
 
 /// A service's tasks (state, error) and the last 300 lines of its logs, timestamped: what

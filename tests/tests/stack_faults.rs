@@ -12,9 +12,9 @@ use e2e::board::{BoardView, BoardWatcher};
 use e2e::client::{ClientLoad, this_machine};
 use e2e::{
     CONVERGE, Cleanup, LoadReport, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant,
-    check_redis_locked, check_web_fe_hardening, client_image, deploy_stack, docker, docker_ok,
-    exclusive, join_swarm, redis_hits, redis_master, redis_role, reliability_row, remove_stack,
-    running_tasks, service_containers, tasks_story, try_redis_hits, under_fault, wait_for,
+    check_redis_locked, check_web_fe_hardening, client_image, copies_story, deploy_stack, docker,
+    docker_ok, exclusive, join_swarm, redis_hits, redis_master, redis_role, reliability_row,
+    remove_stack, running_tasks, service_containers, try_redis_hits, under_fault, wait_for,
 };
 
 const V2_IMAGE: &str = "counter-web-fe:e2e-v2";
@@ -79,9 +79,7 @@ impl Deployed {
             println!("copy {copy}: {role:?}, hits {:?}", try_redis_hits(&copy));
         }
         if run.lost() > 0 || run.report.failed() > 0 {
-            for service in ["redis", "sentinel"] {
-                println!("{}", tasks_story(&format!("{}_{service}", self.stack)));
-            }
+            println!("{}", copies_story(&self.stack));
         }
         run.assert_nothing_lost(fault);
         assert!(run.report.ok > 50, "too little load: {run:?}");
@@ -148,9 +146,8 @@ fn forced_updates_of_the_redis_copies_and_the_sentinels_lose_no_view() {
                 let said = String::from_utf8_lossy(&out.stderr);
                 assert!(
                     out.status.success(),
-                    "update of {service} failed: {said}\n{}\n{}",
-                    tasks_story(&redis),
-                    tasks_story(&sentinel)
+                    "update of {service} failed: {said}\n{}",
+                    copies_story(&stack.stack)
                 );
             }
         },

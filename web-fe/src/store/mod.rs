@@ -218,7 +218,7 @@ impl Counter {
             maybe_counted |= failure.maybe_counted;
             if failure.in_transition {
                 self.transition_seen.set(Some(Instant::now()));
-                deadline = deadline.max(oldest + self.restart_grace);
+                deadline = oldest + self.patience(oldest);
             }
             if !failure.retryable || Instant::now() + RETRY_PAUSE >= deadline {
                 let mut error = failure.error;
