@@ -166,7 +166,7 @@ step_down() {
       log "the Sentinels promoted $master: stopping"
       return 0
     fi
-    if [ "$(date +%s)" -eq $((started + 3)) ] && [ -z "${asked_again:-}" ]; then
+    if [ "$(date +%s)" -ge $((started + 3)) ] && [ -z "${asked_again:-}" ]; then
       asked_again=$(ask_each_failover)
       log "no promotion after 3 s (a stalled Sentinel, in TILT mode, say): asked again ($asked_again)"
     fi
