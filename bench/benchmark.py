@@ -5,7 +5,9 @@ Starts a private redis-server and the release web-fe on free loopback ports, the
   * time from process start to the first 200 from /healthz (ready to serve)
   * idle RSS of web-fe
   * redis-benchmark -t incr -c 50 (the ceiling: Redis alone, no HTTP)
-  * nginx-light answering a fixed 200, with keep-alive off and on (the HTTP ceiling)
+  * nginx-light answering a fixed 200, with keep-alive off and on (the HTTP ceiling),
+    writing an access log line per request to /dev/null as web-fe writes its request line
+    (nginx logs by default); the same without its log is printed beside
   * wrk at 50 connections on /api, / and /healthz (no Redis call), with keep-alive on and
     off, as ratios of those ceilings
   * for each wrk run, the whole machine's CPU time per request (/proc/stat), and Redis's
@@ -120,7 +122,7 @@ pid {dir}/nginx.pid;
 error_log stderr error;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    access_log {access_log};
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -136,13 +138,15 @@ http {{
 """
 
 
-def nginx_ceiling(seconds, data_dir, keep_alive):
-    """A fixed 200 from nginx: what HTTP alone costs on this machine."""
+def nginx_ceiling(seconds, data_dir, keep_alive, logged):
+    """A fixed 200 from nginx: what HTTP alone costs on this machine. `logged`: a line per
+    request to /dev/null, as nginx logs by default and as web-fe does in this benchmark."""
     port = free_port()
-    conf = os.path.join(data_dir, f"nginx-{keep_alive}.conf")
+    conf = os.path.join(data_dir, f"nginx-{keep_alive}-{logged}.conf")
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(dir=data_dir, port=port,
-                                  keep_alive="65s" if keep_alive == "on" else "0"))
+                                  keep_alive="65s" if keep_alive == "on" else "0",
+                                  access_log="/dev/null" if logged else "off"))
     proc = subprocess.Popen(["nginx", "-p", data_dir, "-c", conf])
     try:
         deadline = time.monotonic() + 10
@@ -245,9 +249,12 @@ def one_round(args, data_dir):
             memory[keep_alive] = {"ready_ms": ready_ms, "idle_kib": idle, "loaded_kib": loaded}
     finally:
         stop(redis)
-    nginx = {k: nginx_ceiling(args.seconds, data_dir, k) for k in ("off", "on")}
+    # The ceiling logs each request, as web-fe does; the same nginx without its log is
+    # printed beside it.
+    nginx = {k: nginx_ceiling(args.seconds, data_dir, k, True) for k in ("off", "on")}
+    quiet = {k: nginx_ceiling(args.seconds, data_dir, k, False) for k in ("off", "on")}
     replicated = replicated_runs(args.seconds, data_dir)
-    return {"incr": incr, "nginx": nginx, "runs": runs, "memory": memory,
+    return {"incr": incr, "nginx": nginx, "quiet_nginx": quiet, "runs": runs, "memory": memory,
             "replicated": replicated}
 
 
@@ -306,9 +313,11 @@ def report(args, rounds, persistence, history):
     print(f"redis-benchmark -t incr -c {CONNECTIONS}: {mid(lambda o: o['incr'][0]):,.0f} req/s, "
           f"p99 {mid(lambda o: o['incr'][1]):.2f} ms")
     for k in ("off", "on"):
-        print(f"nginx-light fixed 200, keep-alive {k}: {mid(lambda o: o['nginx'][k]['rps']):,.0f} "
-              f"req/s, p99 {mid(lambda o: o['nginx'][k]['p99_ms']):.2f} ms, "
-              f"CPU {mid(lambda o: o['nginx'][k]['cpu_us']):.0f} us/request")
+        for ceiling, log in (("nginx", "access log to /dev/null"), ("quiet_nginx", "no log")):
+            print(f"nginx-light fixed 200, {log}, keep-alive {k}: "
+                  f"{mid(lambda o: o[ceiling][k]['rps']):,.0f} req/s, "
+                  f"p99 {mid(lambda o: o[ceiling][k]['p99_ms']):.2f} ms, "
+                  f"CPU {mid(lambda o: o[ceiling][k]['cpu_us']):.0f} us/request")
     # CPU: the whole machine's busy time per request; Redis: its script time per view.
     print(f"{'route':15} {'keep-alive':10} {'req/s':>10} {'p99 ms':>8} {'vs INCR':>8} "
           f"{'vs nginx':>8} {'CPU us':>7} {'Redis us':>8} {'views/call':>10} {'errors':>7}")
@@ -336,6 +345,8 @@ def report(args, rounds, persistence, history):
         verdict = "met" if ratio >= target else "NOT met"
         each = ", ".join(f"{v:.2f}" for v in values)
         print(f"target: {name}: {ratio:.2f} (rounds: {each}; at least {target}): {verdict}")
+    print("for comparison, / off vs nginx off without its log: "
+          f"{mid(lambda o: o['runs'][('/', 'off')]['rps'] / o['quiet_nginx']['off']['rps']):.2f}")
     verdict = "met" if worst_p99 < P99_LIMIT_MS else "NOT met"
     print(f"target: p99 on every route above: worst median {worst_p99:.2f} ms "
           f"(under {P99_LIMIT_MS}): {verdict}")

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use actix_web::http::StatusCode;
 use prometheus::process_collector::ProcessCollector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -135,9 +136,9 @@ impl Metrics {
     }
 
     /// `route` is the pattern the router matched, or [`NO_ROUTE`].
-    pub fn observe_request(&self, route: &str, status: u16, latency: Duration) {
+    pub fn observe_request(&self, route: &str, status: StatusCode, latency: Duration) {
         self.requests
-            .with_label_values(&[route, &status.to_string()])
+            .with_label_values(&[route, status.as_str()])
             .inc();
         self.latency
             .with_label_values(&[route])
@@ -187,9 +188,9 @@ mod tests {
     #[test]
     fn routes_kinds_and_the_histogram_are_reported() {
         let m = Metrics::new("1.2.3");
-        m.observe_request("/api", 200, Duration::from_micros(300));
-        m.observe_request("/api", 200, Duration::from_millis(3));
-        m.observe_request(NO_ROUTE, 404, Duration::from_secs(9));
+        m.observe_request("/api", StatusCode::OK, Duration::from_micros(300));
+        m.observe_request("/api", StatusCode::OK, Duration::from_millis(3));
+        m.observe_request(NO_ROUTE, StatusCode::NOT_FOUND, Duration::from_secs(9));
         m.observe_redis_error(&StoreError::timed_out(
             "redis:6379",
             Duration::from_millis(500),

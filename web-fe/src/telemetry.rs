@@ -72,7 +72,7 @@ pub async fn observe_request(
     let span = tracing::error_span!("request", id = %id.to_str().unwrap_or_default());
     let mut response = next.call(req).instrument(span.clone()).await?;
     let latency = started.elapsed();
-    let status = response.status().as_u16();
+    let status = response.status();
     response.headers_mut().insert(REQUEST_ID, id);
     if let Some(state) = state {
         state.metrics.observe_request(&route, status, latency);
@@ -81,7 +81,7 @@ pub async fn observe_request(
             replica = %state.replica.hostname,
             method = %method,
             path = %clip(&path, MAX_LOGGED_PATH),
-            status,
+            status = status.as_u16(),
             latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             "request"
         );

@@ -19,10 +19,15 @@ use crate::store::{Store, StoreError};
 /// Auto-refresh bounds, in seconds: fast enough to watch, slow enough to read.
 const REFRESH_SECONDS: std::ops::RangeInclusive<u32> = 1..=60;
 
+/// Room reserved for a page beside its board's tiles. A page without tiles is about 11 KB,
+/// more than askama's own estimate: a smaller buffer would be copied twice as it grows,
+/// on every view. A test checks that it still fits.
+const PAGE_WITHOUT_TILES: usize = 16 * 1024;
+
 #[derive(Template)]
 #[template(path = "page.html")]
 struct Page<'a> {
-    view: &'a VisitView,
+    view: &'a VisitView<'a>,
     placement: String,
     accent: &'static str,
     refresh: Option<u32>,
@@ -42,13 +47,15 @@ pub async fn page(
         .map_err(|e| fail(Problem::redis_down(&state, &e)))?;
     let published = state.board.borrow().clone();
     let page = Page {
-        placement: placement(view.slot.as_deref(), view.node.as_deref()),
+        placement: placement(view.slot, view.node),
         view: &view,
         accent: build_info::ACCENT,
         refresh,
         tiles: page_tiles(&published),
     };
-    let body = page.render().map_err(|e| fail(Problem::internal(e)))?;
+    let mut body = String::with_capacity(PAGE_WITHOUT_TILES + page.tiles.len());
+    page.render_into(&mut body)
+        .map_err(|e| fail(Problem::internal(e)))?;
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
         .body(body))
@@ -96,7 +103,7 @@ async fn head(state: &AppState, store: &Store, content_type: &str) -> HttpRespon
 
 /// Counts the view in Redis (the store retries safely, see `Store::record_visit`); a
 /// failure is logged with its details and counted in the metrics.
-async fn count_visit(state: &AppState, store: &Store) -> Result<VisitView, StoreError> {
+async fn count_visit<'a>(state: &'a AppState, store: &Store) -> Result<VisitView<'a>, StoreError> {
     let now = unix_millis();
     match store.record_visit().await {
         Ok(visit) => {
@@ -135,6 +142,32 @@ fn refresh_option(query: &str) -> Result<Option<u32>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_without_its_tiles_fits_the_room_reserved_for_it() {
+        let long = "x".repeat(63);
+        let view = VisitView {
+            count: i64::MAX,
+            hostname: &long,
+            slot: Some(&long),
+            node: Some(&long),
+            colour: &long,
+            version: build_info::VERSION,
+            served: u64::MAX,
+        };
+        let page = Page {
+            placement: placement(view.slot, view.node),
+            view: &view,
+            accent: build_info::ACCENT,
+            refresh: Some(60),
+            tiles: "",
+        };
+        let rendered = page.render().unwrap().len();
+        assert!(
+            rendered <= PAGE_WITHOUT_TILES,
+            "a page without tiles is {rendered} bytes; raise PAGE_WITHOUT_TILES"
+        );
+    }
 
     #[test]
     fn refresh_accepts_seconds_in_range_only() {

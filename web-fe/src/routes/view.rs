@@ -6,28 +6,28 @@ use crate::build_info;
 use crate::state::AppState;
 use crate::store::Visit;
 
-/// The count and who answered.
+/// The count and who answered; borrowed from the replica, so a view copies no names.
 #[derive(Debug, Serialize)]
-pub struct VisitView {
+pub struct VisitView<'a> {
     pub count: i64,
-    pub hostname: String,
-    pub slot: Option<String>,
-    pub node: Option<String>,
-    pub colour: String,
+    pub hostname: &'a str,
+    pub slot: Option<&'a str>,
+    pub node: Option<&'a str>,
+    pub colour: &'a str,
     pub version: &'static str,
     /// Views this replica has served, this one included.
     pub served: u64,
 }
 
-impl VisitView {
-    pub fn new(state: &AppState, visit: Visit) -> Self {
+impl<'a> VisitView<'a> {
+    pub fn new(state: &'a AppState, visit: Visit) -> Self {
         let me = &state.replica;
         Self {
             count: visit.count,
-            hostname: me.hostname.clone(),
-            slot: me.slot.clone(),
-            node: me.node.clone(),
-            colour: me.colour.clone(),
+            hostname: &me.hostname,
+            slot: me.slot.as_deref(),
+            node: me.node.as_deref(),
+            colour: &me.colour,
             version: build_info::VERSION,
             served: visit.served,
         }
