@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus::Histogram;
-use redis::{ErrorKind, RedisError, ServerErrorKind};
+use redis::aio::MultiplexedConnection;
+use redis::{
+    ErrorKind, FromRedisValue, RedisError, RedisResult, ScriptInvocation, ServerErrorKind, Value,
+};
 use tokio::time::Instant;
 
 use error::Cause;
@@ -244,28 +247,25 @@ impl Counter {
             .map_err(|e| self.attempt_failed(e))?;
         // The batch's counts must outlive every retry of it.
         let key_ttl_ms = (self.timeout + self.restart_grace).as_millis() + 1000;
-        let reply: VisitReply = self
-            .visit
-            .key(HITS)
+        let mut invocation = self.visit.key(HITS);
+        invocation
             .key(SERVED)
             .key(batch_key)
             .arg(&self.hostname)
             .arg(key_ttl_ms.to_string())
             .arg(crate::clock::unix_millis())
             .arg(if retry { "retry" } else { "first" })
-            .arg(keys)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| FailedAttempt {
-                // Sent, then the connection broke or no answer came: Redis may have run it.
-                // A reply that arrived but could not be read means it did.
-                maybe_counted: e.is_connection_dropped()
-                    || e.is_timeout()
-                    || matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType),
-                in_transition: e.is_connection_dropped() || in_transition(&e),
-                ..self.attempt_failed(e)
-            })?;
-        let (counts, served, repairs) = reply;
+            .arg(keys);
+        let (reply, acked) = self.run_visit(&mut conn, &invocation).await;
+        let (counts, served, repairs) = reply.map_err(|e| FailedAttempt {
+            // Sent, then the connection broke or no answer came: Redis may have run it.
+            // A reply that arrived but could not be read means it did.
+            maybe_counted: e.is_connection_dropped()
+                || e.is_timeout()
+                || matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType),
+            in_transition: e.is_connection_dropped() || in_transition(&e),
+            ..self.attempt_failed(e)
+        })?;
         log_repairs(repairs);
         if counts.len() != keys.len() || served.len() != keys.len() {
             return Err(FailedAttempt {
@@ -273,7 +273,7 @@ impl Counter {
                 ..self.unexpected_reply(keys.len(), counts.len())
             });
         }
-        self.wait_for_a_replica(&mut conn).await?;
+        self.held_by_a_replica(acked)?;
         Ok(counts
             .into_iter()
             .zip(served)
@@ -281,40 +281,69 @@ impl Counter {
             .collect())
     }
 
+    /// Runs the visit script and, where the master has replicas, `WAIT` for one of them
+    /// sent in the same write: one round trip per batch, not two. `WAIT` holds the answer
+    /// until a replica has everything this connection wrote, the script's writes included.
+    /// Returns the script's reply, and `WAIT`'s where it was sent.
+    async fn run_visit(
+        &self,
+        conn: &mut MultiplexedConnection,
+        invocation: &ScriptInvocation<'_>,
+    ) -> (RedisResult<VisitReply>, Option<RedisResult<u32>>) {
+        if self.replication.replicas() == 0 {
+            return (invocation.invoke_async(conn).await, None);
+        }
+        let wait_ms = u64::try_from(self.replica_wait.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(1)
+            .arg(wait_ms);
+        let mut answers = match pipe.query_async::<Vec<Value>>(conn).await {
+            Ok(answers) => answers.into_iter(),
+            Err(e) => return (Err(e), None),
+        };
+        let (script, acked) = (read(answers.next()), read(answers.next()));
+        match script {
+            // Redis restarted and lost its scripts: load it and send both again. The script
+            // did not run, so nothing was counted.
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                if let Err(e) = invocation.load_async(conn).await {
+                    return (Err(e), None);
+                }
+                let mut answers = match pipe.query_async::<Vec<Value>>(conn).await {
+                    Ok(answers) => answers.into_iter(),
+                    Err(e) => return (Err(e), None),
+                };
+                (read(answers.next()), Some(read(answers.next())))
+            }
+            script => (script, Some(acked)),
+        }
+    }
+
     /// Where the master has replicas, a batch is answered only once one of them holds it
     /// too, so that it survives the loss of the master's machine. A batch no replica
     /// confirms in time is counted on the master but not answered 200: it is reported as
     /// maybe counted (another wait would outlast `REDIS_TIMEOUT` with the defaults).
-    async fn wait_for_a_replica(
-        &self,
-        conn: &mut redis::aio::MultiplexedConnection,
-    ) -> Result<(), FailedAttempt> {
-        if self.replication.replicas() == 0 {
-            return Ok(());
-        }
-        let wait_ms = u64::try_from(self.replica_wait.as_millis()).unwrap_or(u64::MAX);
-        let acked: u32 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(wait_ms)
-            .query_async(conn)
-            .await
-            .map_err(|e| FailedAttempt {
+    fn held_by_a_replica(&self, acked: Option<RedisResult<u32>>) -> Result<(), FailedAttempt> {
+        match acked {
+            None | Some(Ok(1..)) => Ok(()),
+            Some(Err(e)) => Err(FailedAttempt {
                 maybe_counted: true,
                 ..self.attempt_failed(e)
-            })?;
-        if acked > 0 {
-            return Ok(());
+            }),
+            Some(Ok(0)) => Err(FailedAttempt {
+                error: StoreError::new(
+                    Trouble::NoReplica,
+                    &self.link.address(),
+                    Cause::NoReplicaConfirmed(self.replica_wait),
+                ),
+                retryable: false,
+                maybe_counted: true,
+                in_transition: false,
+            }),
         }
-        Err(FailedAttempt {
-            error: StoreError::new(
-                Trouble::NoReplica,
-                &self.link.address(),
-                Cause::NoReplicaConfirmed(self.replica_wait),
-            ),
-            retryable: false,
-            maybe_counted: true,
-            in_transition: false,
-        })
     }
 
     fn attempt_failed(&self, error: RedisError) -> FailedAttempt {
@@ -350,6 +379,12 @@ struct FailedAttempt {
     /// Redis is restarting (the connection broke after the call was sent) or handing the
     /// master's role over: worth waiting for the restart grace.
     in_transition: bool,
+}
+
+/// One answer of a pipeline sent with `ignore_errors`: Redis's error, or the value read as `T`.
+fn read<T: FromRedisValue>(answer: Option<Value>) -> RedisResult<T> {
+    let value = answer.ok_or((ErrorKind::Parse, "the pipeline's answer was short"))?;
+    Ok(redis::from_redis_value(value.extract_error()?)?)
 }
 
 /// What a script found in Redis that web-fe did not write, and put right: each is logged.

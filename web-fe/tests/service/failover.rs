@@ -411,3 +411,37 @@ async fn a_retried_view_waits_for_a_replica_like_any_other() {
     assert!(detail.contains("may have been counted"), "{body}");
     assert_eq!(master.hits(), 2, "counted once");
 }
+
+#[tokio::test]
+async fn a_master_that_lost_its_scripts_still_counts_each_view_once_and_waits_for_its_replica() {
+    let master = Redis::start();
+    let master_port = master.port.to_string();
+    let replica = Redis::start_with_args(None, &["--replicaof", "127.0.0.1", &master_port]);
+    let web = WebFe::start(&master.url(), &[("WORKERS", "1")]);
+    wait_for("the replica on the board", Duration::from_secs(10), || {
+        let copies = board(&web)?["redis_copies"].as_array()?.len();
+        (copies == 2).then_some(())
+    });
+    let http = client();
+    assert_eq!(
+        http.get(web.url("/api")).send().await.unwrap().status(),
+        200
+    );
+
+    // As after a restart or a failover to a copy that never ran the script: the script
+    // and the WAIT go out together, the script is refused, and both are sent again.
+    let _: String = master.query(&["SCRIPT", "FLUSH"]);
+    let answer = http.get(web.url("/api")).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["count"], 2, "{body}");
+    assert_eq!(master.hits(), 2, "counted once");
+
+    // The WAIT still holds the answer until the replica has the view.
+    signal(replica.pid(), "STOP");
+    let answer = http.get(web.url("/api")).send().await.unwrap();
+    let status = answer.status();
+    signal(replica.pid(), "CONT");
+    assert_eq!(status, 503, "answered before a replica held it");
+    assert_eq!(master.hits(), 3, "counted once");
+}
