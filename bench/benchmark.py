@@ -25,11 +25,16 @@ INCR replicated; p99 under 10 ms on every route. Then, once:
     with the append-only file synced every second (compose and stack default) and on
     every write (survives a machine crash too)
 Every run is bounded (--seconds per wrk run) and both servers are stopped by PID.
-Needs: cargo, redis-server, redis-benchmark, wrk, nginx
-(Debian: redis-server redis-tools wrk nginx-light).
+And the instructions web-fe's own code runs per request under callgrind, for / and /healthz
+without keep-alive and /api and /healthz with it: counts that do not swing with the
+machine's load the way req/s does.
+Needs: cargo, redis-server, redis-benchmark, wrk, nginx, valgrind
+(Debian: redis-server redis-tools wrk nginx-light valgrind).
 """
 
 import argparse
+import concurrent.futures
+import http.client
 import json
 import os
 import re
@@ -57,7 +62,7 @@ def need(*tools):
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         sys.exit(f"benchmark: missing {', '.join(missing)}; on Debian/Ubuntu: "
-                 "sudo apt-get install redis-server redis-tools wrk nginx-light")
+                 "sudo apt-get install redis-server redis-tools wrk nginx-light valgrind")
 
 
 def http_status(port, path):
@@ -93,14 +98,16 @@ def start_redis(port, extra, data_dir):
     sys.exit("benchmark: redis-server did not start")
 
 
-def start_web(port, redis_port, keep_alive):
+def start_web(port, redis_port, keep_alive, wrapper=(), patience=10):
+    """web-fe on `port`, run under `wrapper` (a command and its arguments) if one is given."""
     env = {"PORT": str(port), "HEALTH_PORT": str(free_port()), "HOST": "127.0.0.1",
            "KEEP_ALIVE": keep_alive,
            "REDIS_URL": f"redis://127.0.0.1:{redis_port}", "PATH": os.environ.get("PATH", "")}
     started = time.perf_counter()
-    proc = subprocess.Popen([BINARY], env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([*wrapper, BINARY], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL if wrapper else None)
     while http_status(port, "/healthz") != 200:
-        if proc.poll() is not None or time.perf_counter() - started > 10:
+        if proc.poll() is not None or time.perf_counter() - started > patience:
             sys.exit("benchmark: web-fe did not start")
         time.sleep(0.001)
     return proc, (time.perf_counter() - started) * 1000
@@ -288,7 +295,7 @@ def main():
                         help="extra redis-server arguments, e.g. '--appendonly yes'")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
-    need("redis-server", "redis-cli", "redis-benchmark", "wrk", "nginx")
+    need("redis-server", "redis-cli", "redis-benchmark", "wrk", "nginx", "valgrind")
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-p", "web-fe"], cwd=ROOT, check=True)
 
@@ -299,11 +306,12 @@ def main():
         rounds.append(one_round(args, data_dir))
     persistence = persistence_runs(args.seconds, data_dir)
     history = history_run(args.seconds, data_dir)
+    counted = instruction_runs(data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
-    report(args, rounds, persistence, history)
+    report(args, rounds, persistence, history, counted)
 
 
-def report(args, rounds, persistence, history):
+def report(args, rounds, persistence, history, counted):
     def mid(pick):
         return statistics.median([pick(one) for one in rounds])
 
@@ -361,9 +369,69 @@ def report(args, rounds, persistence, history):
     print(f"A big board: {history['replicas']:,} replicas in Redis, / with keep-alive: "
           f"page {history['page_bytes']:,} bytes, {history['rps']:,.0f} req/s, "
           f"p99 {history['p99_ms']:.2f} ms")
+    print(f"Instructions web-fe runs per request (callgrind, {INSTRUCTION_CLIENTS} clients, "
+          "kernel not included): " + ", ".join(
+              f"{path} keep-alive {k} {n / 1000:.1f}k" for (path, k), n in counted.items()))
     print("Redis persistence, /api with keep-alive:")
     for name, r in persistence:
         print(f"  {name:34} {r['rps']:>10,.0f} req/s  p99 {r['p99_ms']:.2f} ms")
+
+
+# Instructions per request: fixed counts, unlike req/s, which on a shared machine swing by
+# a fifth between runs minutes apart.
+INSTRUCTION_RUNS = (("/", "off"), ("/healthz", "off"), ("/api", "on"), ("/healthz", "on"))
+INSTRUCTION_CLIENTS = 20
+
+
+def send_requests(port, path, count, keep_alive):
+    """`count` GETs from INSTRUCTION_CLIENTS threads, each on one connection with keep-alive
+    or a new one per request without; every answer must be a 200."""
+    def client(n):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(n):
+            if keep_alive == "off":
+                conn.close()
+            conn.request("GET", path, headers={} if keep_alive == "on"
+                         else {"Connection": "close"})
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise RuntimeError(f"{path} answered {answer.status}")
+        conn.close()
+    share = [count // INSTRUCTION_CLIENTS] * INSTRUCTION_CLIENTS
+    with concurrent.futures.ThreadPoolExecutor(INSTRUCTION_CLIENTS) as pool:
+        list(pool.map(client, share))
+
+
+def instructions(port, redis_port, path, keep_alive, requests, data_dir):
+    """Instructions web-fe's own code ran (callgrind's Ir, kernel not included) from start
+    to exit, serving `requests` requests."""
+    out = os.path.join(data_dir, f"callgrind-{port}.out")
+    web, _ = start_web(port, redis_port, keep_alive, patience=120,
+                       wrapper=("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"))
+    try:
+        send_requests(port, path, requests, keep_alive)
+    finally:
+        stop(web)
+    with open(out) as f:
+        totals = [line for line in f if line.startswith(("totals:", "summary:"))]
+    os.remove(out)
+    return int(totals[-1].split()[1])
+
+
+def instruction_runs(data_dir, requests=2000):
+    """Per request: the difference between serving 3N and N requests, over 2N, so that
+    start-up and shutdown cancel out."""
+    redis_port = free_port()
+    redis = start_redis(redis_port, [], data_dir)
+    try:
+        return {(path, k): (instructions(free_port(), redis_port, path, k, 3 * requests,
+                                         data_dir)
+                            - instructions(free_port(), redis_port, path, k, requests,
+                                           data_dir)) / (2 * requests)
+                for path, k in INSTRUCTION_RUNS}
+    finally:
+        stop(redis)
 
 
 HISTORY = 10_000
