@@ -382,16 +382,10 @@ async fn a_master_that_hands_over_before_it_stops_fails_no_view() {
 /// new connection, which may have written nothing yet.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retried_view_waits_for_a_replica_like_any_other() {
-    let master = Redis::start();
-    let master_port = master.port.to_string();
-    let replica = Redis::start_with_args(None, &["--replicaof", "127.0.0.1", &master_port]);
+    let (master, replica) = master_and_replica();
     let proxy = FlakyProxy::start(master.port);
     let web = WebFe::start(&proxy.url(), &[("WORKERS", "1")]);
-    // web-fe waits for a replica once its heartbeat has seen one.
-    wait_for("the replica on the board", Duration::from_secs(10), || {
-        let copies = board(&web)?["redis_copies"].as_array()?.len();
-        (copies == 2).then_some(())
-    });
+    until_the_replica_is_seen(&web);
     let http = client();
     assert_eq!(
         http.get(web.url("/api")).send().await.unwrap().status(),
@@ -414,14 +408,9 @@ async fn a_retried_view_waits_for_a_replica_like_any_other() {
 
 #[tokio::test]
 async fn a_master_that_lost_its_scripts_still_counts_each_view_once_and_waits_for_its_replica() {
-    let master = Redis::start();
-    let master_port = master.port.to_string();
-    let replica = Redis::start_with_args(None, &["--replicaof", "127.0.0.1", &master_port]);
+    let (master, replica) = master_and_replica();
     let web = WebFe::start(&master.url(), &[("WORKERS", "1")]);
-    wait_for("the replica on the board", Duration::from_secs(10), || {
-        let copies = board(&web)?["redis_copies"].as_array()?.len();
-        (copies == 2).then_some(())
-    });
+    until_the_replica_is_seen(&web);
     let http = client();
     assert_eq!(
         http.get(web.url("/api")).send().await.unwrap().status(),
@@ -444,4 +433,20 @@ async fn a_master_that_lost_its_scripts_still_counts_each_view_once_and_waits_fo
     signal(replica.pid(), "CONT");
     assert_eq!(status, 503, "answered before a replica held it");
     assert_eq!(master.hits(), 3, "counted once");
+}
+
+/// A master and one replica of it, without Sentinels.
+fn master_and_replica() -> (Redis, Redis) {
+    let master = Redis::start();
+    let master_port = master.port.to_string();
+    let replica = Redis::start_with_args(None, &["--replicaof", "127.0.0.1", &master_port]);
+    (master, replica)
+}
+
+/// web-fe waits for a replica once its heartbeat has seen one.
+fn until_the_replica_is_seen(web: &WebFe) {
+    wait_for("the replica on the board", Duration::from_secs(10), || {
+        let copies = board(web)?["redis_copies"].as_array()?.len();
+        (copies == 2).then_some(())
+    });
 }
