@@ -14,8 +14,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::ResponseHead;
 use actix_web::dev::{Extensions, Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::ConnectionType;
+use actix_web::http::{ConnectionType, Version};
 use actix_web::middleware::Next;
 use actix_web::web::{Bytes, Data};
 use actix_web::{Error, HttpResponse};
@@ -59,9 +60,9 @@ pub async fn connection_rules(
     {
         connection.closed.set(true);
     }
-    let response = next.call(req).await?;
+    let mut response = next.call(req).await?;
     // A handler may close too (`/api?close`): what comes after that is not served either.
-    if response.response().head().connection_type() == ConnectionType::Close
+    if closed_by_handler(response.response_mut().head_mut())
         && let Some(connection) = response.request().conn_data::<ConnectionState>()
     {
         connection.closed.set(true);
@@ -78,6 +79,19 @@ pub async fn connection_rules(
     } else {
         response.map_into_boxed_body()
     })
+}
+
+/// Whether the answer itself says close (`force_close`, as `/api?close` does). The head's
+/// own `connection_type()` cannot tell: heads come from actix's pool still carrying the
+/// version of the answer they last held, and a head of version 1.0 without a close or
+/// keep-alive mark reads as `Close`. After one HTTP/1.0 answer, the next keep-alive
+/// connection on the worker was cut after one request. Read as HTTP/1.1, only an explicit
+/// close says `Close`; actix sets the version again when it writes the answer.
+fn closed_by_handler(head: &mut ResponseHead) -> bool {
+    let version = std::mem::replace(&mut head.version, Version::HTTP_11);
+    let closes = head.connection_type() == ConnectionType::Close;
+    head.version = version;
+    closes
 }
 
 /// The request is not served: after one turn, so the answer before it is flushed, its

@@ -1,7 +1,8 @@
 //! What rests on actix-http internals, pinned in Cargo.toml: the parser's refusals are
 //! counted from its own log events (`rejections.rs`), and a request pipelined after a
-//! `Connection: close` answer is dropped, not served (`guard.rs`). A new actix-http that
-//! changes either fails here first.
+//! `Connection: close` answer is dropped, not served, while keep-alive connections, HTTP/1.0
+//! ones included, are served to the end (`guard.rs`). A new actix-http that changes either
+//! fails here first.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -53,4 +54,25 @@ async fn a_request_pipelined_after_close_is_not_served() {
     assert_eq!(reply.matches("HTTP/1.1 200").count(), 1, "{reply}");
     assert_eq!(app.redis.hits(), 1, "the pipelined view was counted");
     assert_eq!(app.metric("http_requests_dropped_total").await, Some(1.0));
+}
+
+#[actix_web::test]
+async fn http_1_0_keep_alive_clients_are_served_request_after_request() {
+    let app = spawn_app(&["--keep-alive", "on"]).await;
+    let port = app.port;
+    let (old, new) = actix_web::rt::task::spawn_blocking(move || {
+        // ab -k speaks HTTP/1.0 with Connection: Keep-Alive; the last request closes.
+        let keep = b"GET /healthz HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: x\r\n\r\n";
+        let mut old = keep.repeat(3);
+        old.extend_from_slice(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n");
+        // Then an HTTP/1.1 client on the same worker.
+        let mut new = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2);
+        new.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        (exchange(port, &old), exchange(port, &new))
+    })
+    .await
+    .unwrap();
+    assert_eq!(old.matches("HTTP/1.0 200").count(), 4, "{old}");
+    assert_eq!(new.matches("HTTP/1.1 200").count(), 3, "{new}");
+    assert_eq!(app.metric("http_requests_dropped_total").await, Some(0.0));
 }
