@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::client::ClientLoad;
+use crate::load::LoadReport;
 use crate::{checked, client_image, image_setting, redis_image, repo_root, wait_for};
 
 /// Where the stack's tasks reach each other, and where the client joins.
@@ -208,6 +209,23 @@ impl Lab {
             let (body, code) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
             (code.trim() == status).then(|| body.to_owned())
         })
+    }
+
+    /// Asks `/api` from the client until it answers 200. Each of those requests may count a
+    /// view, as the load's do: they are tallied the same way, to be added to the load's.
+    pub fn probe_until_counted(&self, what: &str) -> LoadReport {
+        let mut seen = LoadReport::default();
+        wait_for(what, SETTLE, || {
+            let line = self.in_client(
+                "curl -s -o /dev/null -w '%{http_code} %{remote_ip}' --connect-timeout 2 \
+                 --max-time 5 http://tasks.web-fe:8080/api || true",
+            );
+            let answer = crate::client::tally(&line);
+            let counted = answer.ok > 0;
+            seen.add(answer);
+            counted.then_some(())
+        });
+        seen
     }
 
     /// The node container's engine, for `docker kill` / `docker start` of a whole machine.

@@ -27,6 +27,17 @@ impl LoadReport {
     pub fn failed(&self) -> u64 {
         self.failures.values().sum()
     }
+
+    /// Adds another client's requests (a probe sent during a fault) to this tally.
+    pub fn add(&mut self, other: LoadReport) {
+        self.ok += other.ok;
+        for (code, n) in other.failures {
+            *self.failures.entry(code).or_default() += n;
+        }
+        for (address, n) in other.failed_addresses {
+            *self.failed_addresses.entry(address).or_default() += n;
+        }
+    }
 }
 
 /// When a request finished, and its status or the kind of transport failure.
