@@ -300,25 +300,16 @@ impl Counter {
             .cmd("WAIT")
             .arg(1)
             .arg(wait_ms);
-        let mut answers = match pipe.query_async::<Vec<Value>>(conn).await {
-            Ok(answers) => answers.into_iter(),
-            Err(e) => return (Err(e), None),
-        };
-        let (script, acked) = (read(answers.next()), read(answers.next()));
-        match script {
+        match send(&pipe, conn).await {
             // Redis restarted and lost its scripts: load it and send both again. The script
             // did not run, so nothing was counted.
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            (Err(e), _) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 if let Err(e) = invocation.load_async(conn).await {
                     return (Err(e), None);
                 }
-                let mut answers = match pipe.query_async::<Vec<Value>>(conn).await {
-                    Ok(answers) => answers.into_iter(),
-                    Err(e) => return (Err(e), None),
-                };
-                (read(answers.next()), Some(read(answers.next())))
+                send(&pipe, conn).await
             }
-            script => (script, Some(acked)),
+            answers => answers,
         }
     }
 
@@ -379,6 +370,21 @@ struct FailedAttempt {
     /// Redis is restarting (the connection broke after the call was sent) or handing the
     /// master's role over: worth waiting for the restart grace.
     in_transition: bool,
+}
+
+/// Sends the script and its `WAIT` (a pipeline with `ignore_errors`): each one's answer,
+/// or the connection's error for the script and no answer for `WAIT`.
+async fn send(
+    pipe: &redis::Pipeline,
+    conn: &mut MultiplexedConnection,
+) -> (RedisResult<VisitReply>, Option<RedisResult<u32>>) {
+    match pipe.query_async::<Vec<Value>>(conn).await {
+        Ok(answers) => {
+            let mut answers = answers.into_iter();
+            (read(answers.next()), Some(read(answers.next())))
+        }
+        Err(e) => (Err(e), None),
+    }
 }
 
 /// One answer of a pipeline sent with `ignore_errors`: Redis's error, or the value read as `T`.
