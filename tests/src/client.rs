@@ -69,16 +69,19 @@ impl Drop for ClientLoad<'_> {
     }
 }
 
-/// A shell script for a client container: `loops` curl loops, each bounded to 20,000
-/// requests and 5 minutes, until `/tmp/stop` exists. One line per request: the status
-/// (`000`: no answer) and the replica's address (empty when none was reached).
+/// One request to `/api` from a client container, printing one line: the status (`000`:
+/// no answer) and the replica's address (empty when none was reached), as [`tally`] reads.
+pub const ONE_REQUEST: &str = "curl -s -o /dev/null -w '%{http_code} %{remote_ip}\\n' \
+     --connect-timeout 2 --max-time 5 http://tasks.web-fe:8080/api";
+
+/// A shell script for a client container: `loops` loops of [`ONE_REQUEST`], each bounded
+/// to 20,000 requests and 5 minutes, until `/tmp/stop` exists.
 pub fn request_loops(loops: u32) -> String {
     format!(
         "end=$(( $(date +%s) + 300 )); \
          for w in $(seq {loops}); do ( n=0; \
            while [ ! -e /tmp/stop ] && [ $(date +%s) -lt $end ] && [ $n -lt 20000 ]; do \
-             curl -s -o /dev/null -w '%{{http_code}} %{{remote_ip}}\\n' --connect-timeout 2 \
-               --max-time 5 http://tasks.web-fe:8080/api; n=$((n+1)); \
+             {ONE_REQUEST}; n=$((n+1)); \
            done ) & \
          done; wait"
     )

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::client::ClientLoad;
+use crate::client::{ClientLoad, ONE_REQUEST, tally};
 use crate::load::LoadReport;
 use crate::{checked, client_image, image_setting, redis_image, repo_root, wait_for};
 
@@ -216,11 +216,8 @@ impl Lab {
     pub fn probe_until_counted(&self, what: &str) -> LoadReport {
         let mut seen = LoadReport::default();
         wait_for(what, SETTLE, || {
-            let line = self.in_client(
-                "curl -s -o /dev/null -w '%{http_code} %{remote_ip}' --connect-timeout 2 \
-                 --max-time 5 http://tasks.web-fe:8080/api || true",
-            );
-            let answer = crate::client::tally(&line);
+            let line = self.in_client(&format!("{ONE_REQUEST} || true"));
+            let answer = tally(&line);
             let counted = answer.ok > 0;
             seen.add(answer);
             counted.then_some(())
