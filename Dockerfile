@@ -24,17 +24,19 @@ COPY Cargo.toml Cargo.lock ./
 COPY web-fe/Cargo.toml web-fe/build.rs web-fe/
 COPY tests/Cargo.toml tests/
 COPY test-support/Cargo.toml test-support/
-RUN mkdir -p web-fe/src tests/src test-support/src \
+RUN mkdir -p web-fe/src web-fe/assets tests/src test-support/src \
  && echo 'fn main() {}' > web-fe/src/main.rs \
  && touch web-fe/src/lib.rs tests/src/lib.rs test-support/src/lib.rs \
+          web-fe/assets/style.css web-fe/assets/live.js \
  && target=$(rustc -vV | sed -n 's/^host: //p') \
  && cargo build --release --locked -p web-fe --target "$target" \
- && rm -rf web-fe/src "target/$target/release/.fingerprint/web-fe-"*
+ && rm -rf web-fe/src web-fe/assets "target/$target/release/.fingerprint/web-fe-"*
 
 # The application itself. The version and accent colour are fixed at build time, so a
 # second image for the rolling-update demo looks visibly different.
 COPY web-fe/src web-fe/src
 COPY web-fe/templates web-fe/templates
+COPY web-fe/assets web-fe/assets
 ARG COUNTER_VERSION
 ARG COUNTER_ACCENT=#2563eb
 RUN target=$(rustc -vV | sed -n 's/^host: //p') \

@@ -111,19 +111,20 @@ fn compose_page_counts_names_its_replica_and_explains_an_outage() {
             .all(|b| b.as_f64().unwrap() < 400.0),
         "{top}"
     );
-    // Everything came from web-fe itself: no other origin, one inline script.
+    // Everything came from web-fe itself: no other origin, its stylesheet and one script.
     let loaded = browser.script("return performance.getEntriesByType('resource').map(e => e.name)");
-    assert!(
-        loaded
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|u| u.as_str().unwrap().starts_with(&url)),
-        "{loaded}"
-    );
+    let loaded: Vec<&str> = loaded
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert!(loaded.iter().all(|u| u.starts_with(&url)), "{loaded:?}");
+    assert!(loaded.iter().any(|u| u.ends_with(".css")), "{loaded:?}");
     assert_eq!(
         browser.script("return [...document.scripts].filter(s => !s.src).length"),
-        1
+        0,
+        "no inline script"
     );
     assert_eq!(browser.script("return document.scripts.length"), 1);
     // Basic accessibility: language, labelled count and sections.
@@ -140,6 +141,15 @@ fn compose_page_counts_names_its_replica_and_explains_an_outage() {
 
     browser.reload();
     assert_eq!(count(&browser), first + 1, "a reload counts one more");
+    // The reload fetched the page alone: the browser kept its stylesheet and script.
+    let assets = browser.script(
+        "return performance.getEntriesByType('resource').filter(e => e.name.includes('/assets/')).map(e => e.transferSize)",
+    );
+    assert_eq!(
+        assets,
+        serde_json::json!([0, 0]),
+        "bytes fetched per asset on reload"
+    );
 
     browser.colour_scheme("dark");
     browser.reload();

@@ -166,6 +166,7 @@ impl Application {
 
 /// Every answer, errors included, is fresh: a refresh must reach a replica, or neither the
 /// count nor the replica shown would change, and a probe must not read a cached state.
+/// The page's assets alone set their own (see `routes::assets`).
 fn no_store() -> DefaultHeaders {
     DefaultHeaders::new().add((CACHE_CONTROL, "no-store"))
 }

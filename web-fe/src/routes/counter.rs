@@ -19,10 +19,10 @@ use crate::store::{Store, StoreError};
 /// Auto-refresh bounds, in seconds: fast enough to watch, slow enough to read.
 const REFRESH_SECONDS: std::ops::RangeInclusive<u32> = 1..=60;
 
-/// Room reserved for a page beside its board's tiles. A page without tiles is about 11 KB,
+/// Room reserved for a page beside its board's tiles. A page without tiles is about 3 KB,
 /// more than askama's own estimate: a smaller buffer would be copied twice as it grows,
 /// on every view. A test checks that it still fits.
-const PAGE_WITHOUT_TILES: usize = 16 * 1024;
+const PAGE_WITHOUT_TILES: usize = 4 * 1024;
 
 #[derive(Template)]
 #[template(path = "page.html")]

@@ -1,5 +1,6 @@
 //! HTTP routes. `/` and `/api` count a view; the others only report.
 
+mod assets;
 mod board;
 mod counter;
 mod errors;
@@ -32,7 +33,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(read_only("/api/board/stream", board::board_stream))
     .service(read_only("/healthz", health::healthz))
     .service(read_only("/readyz", health::readyz))
-    .service(read_only("/metrics", metrics::metrics));
+    .service(read_only("/metrics", metrics::metrics))
+    .service(read_only("/assets/{file}", assets::asset));
 }
 
 /// A route that changes nothing, so HEAD is as good as GET (probes often use it).

@@ -141,7 +141,7 @@ async fn unknown_paths_and_methods_get_404_and_405_in_the_right_shape() {
     assert_eq!(status, 404);
     assert!(json["detail"].is_string(), "{json}");
 
-    for path in ["/", "/api", "/api/board", "/healthz"] {
+    for path in ["/", "/api", "/api/board", "/healthz", "/assets/style.0.css"] {
         let answer = app.http.post(app.url(path)).send().await.unwrap();
         assert_eq!(
             answer.status(),
@@ -151,6 +151,60 @@ async fn unknown_paths_and_methods_get_404_and_405_in_the_right_shape() {
         assert_eq!(answer.headers()[ALLOW], "GET, HEAD", "POST {path}");
     }
     assert_eq!(app.redis.hits(), 0);
+}
+
+#[actix_web::test]
+async fn the_pages_assets_are_kept_by_browsers_served_without_redis_and_count_nothing() {
+    let mut app = spawn_app(&["--redis-timeout", "200ms", "--redis-restart-grace", "0"]).await;
+    let page = app.get("/").await.text().await.unwrap();
+    let style = linked(&page, r#"<link rel="stylesheet" href=""#);
+    let script = linked(&page, r#"<script src=""#);
+    for (href, kind) in [(&style, "text/css"), (&script, "text/javascript")] {
+        let answer = app.get(href).await;
+        assert_eq!(answer.status(), StatusCode::OK, "{href}");
+        assert!(
+            answer.headers()[CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+        assert_eq!(
+            answer.headers()[CACHE_CONTROL],
+            "public, max-age=31536000, immutable",
+            "{href}"
+        );
+        let head = app.http.head(app.url(href)).send().await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK, "HEAD {href}");
+    }
+    // Another build's name (a rolling update's other page) gets this build's file, not kept.
+    let other = app.get("/assets/style.0000000000000000.css").await;
+    assert_eq!(other.status(), StatusCode::OK);
+    assert_eq!(other.headers()[CACHE_CONTROL], "no-store");
+    assert!(other.text().await.unwrap().contains("color-scheme"));
+    for missing in ["/assets/style.css", "/assets/page.0000000000000000.html"] {
+        assert_eq!(
+            app.get(missing).await.status(),
+            StatusCode::NOT_FOUND,
+            "{missing}"
+        );
+    }
+    assert_eq!(app.redis.hits(), 1, "only the page counted");
+
+    // Without Redis, the error page links the same stylesheet, which still answers.
+    app.redis.stop();
+    let problem = app.get("/").await;
+    assert_eq!(problem.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let problem = problem.text().await.unwrap();
+    assert_eq!(linked(&problem, r#"<link rel="stylesheet" href=""#), style);
+    assert_eq!(app.get(&style).await.status(), StatusCode::OK);
+}
+
+/// The address that follows `prefix` in `html`, up to its closing quote.
+fn linked(html: &str, prefix: &str) -> String {
+    let (_, rest) = html
+        .split_once(prefix)
+        .unwrap_or_else(|| panic!("{prefix} in {html}"));
+    rest.split('"').next().unwrap().to_owned()
 }
 
 #[actix_web::test]

@@ -1,4 +1,3 @@
-<script>
 // Live board: Server-Sent Events from whichever replica the balancer picks; while replicas
 // refuse more streams, the board read every 2 s. Watching counts no views. Without JavaScript the page works as before, with its refresh option.
 (() => {
@@ -143,4 +142,3 @@
   });
   connect();
 })();
-</script>
