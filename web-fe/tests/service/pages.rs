@@ -39,9 +39,19 @@ async fn page_shows_count_hostname_version_and_the_board() {
         )),
         "{body}"
     );
-    // Everything the page needs comes with it: no scripts, styles or images from elsewhere.
-    assert!(!body.contains("src="), "{body}");
-    assert!(!body.contains("href=\"http"), "{body}");
+    // Everything the page needs comes from this replica: no scripts, styles or images from
+    // elsewhere, and no inline script.
+    for link in ["src=\"", "href=\""] {
+        for address in body.split(link).skip(1) {
+            assert!(
+                (address.starts_with('/') && !address.starts_with("//"))
+                    || address.starts_with("data:,\""),
+                "{link}{address}"
+            );
+        }
+    }
+    assert_eq!(body.matches("<script").count(), 1, "{body}");
+    assert!(body.contains(r#"<script src="/assets/live."#), "{body}");
     // Without JavaScript, the views control stays hidden and the refresh option remains.
     assert!(
         body.contains(r#"<section class="card" id="spread" hidden"#),
