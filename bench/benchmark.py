@@ -161,7 +161,8 @@ def nginx_ceiling(seconds, data_dir, keep_alive, logged):
             if proc.poll() is not None or time.monotonic() > deadline:
                 sys.exit("benchmark: nginx did not start")
             time.sleep(0.01)
-        return wrk(port, "/", seconds, close=(keep_alive == "off"))
+        return wrk(port, "/", seconds, close=(keep_alive == "off"),
+                   servers=[("nginx", proc.pid)])
     finally:
         stop(proc)
 
@@ -184,15 +185,30 @@ def cpu_busy_seconds():
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(port, path, seconds, close):
+def process_seconds(pid):
+    """CPU seconds (user, kernel) a process and its children alive now (nginx's workers) have
+    run so far, all threads included."""
+    pids = [pid] + [int(c) for t in os.listdir(f"/proc/{pid}/task")
+                    for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+    user = kernel = 0
+    for p in pids:
+        fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        user, kernel = user + int(fields[11]), kernel + int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, kernel / tick
+
+
+def wrk(port, path, seconds, close, servers=()):
+    """`servers`: (name, pid) of the processes whose CPU per request is reported apart."""
     cmd = ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{seconds}s", "--latency",
            "--timeout", "5s"]
     if close:
         cmd += ["-H", "Connection: close"]
-    busy = cpu_busy_seconds()
+    busy, load, before = cpu_busy_seconds(), os.times(), [process_seconds(p) for _, p in servers]
     out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     busy = cpu_busy_seconds() - busy
+    after, done = [process_seconds(p) for _, p in servers], os.times()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     p99 = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", out)
@@ -202,6 +218,12 @@ def wrk(port, path, seconds, close):
     return {"rps": rps, "p99_ms": float(p99.group(1)) * scale, "requests": requests,
             # The whole machine's CPU per request: load tool, server and Redis together.
             "cpu_us": busy * 1e6 / requests,
+            # The same, split: wrk's own (user, kernel), then each server's.
+            "split_us": {name: tuple((a - b) * 1e6 / requests for a, b in zip(end, start))
+                         for name, start, end in [
+                             ("wrk", (load.children_user, load.children_system),
+                              (done.children_user, done.children_system)),
+                             *((name, b, a) for (name, _), b, a in zip(servers, before, after))]},
             "non2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": socket_errors.group(1) if socket_errors else "none"}
 
@@ -222,10 +244,10 @@ def script_cost(port, requests):
     return usec / requests, requests / calls
 
 
-def measure(port, path, seconds, keep_alive, redis_port):
+def measure(port, path, seconds, keep_alive, redis_port, servers=()):
     """One wrk run on web-fe, with Redis's share of it."""
     redis_cli(redis_port, "CONFIG", "RESETSTAT")
-    r = wrk(port, path, seconds, close=(keep_alive == "off"))
+    r = wrk(port, path, seconds, close=(keep_alive == "off"), servers=servers)
     # /healthz counts nothing; the heartbeat's script is not a view's cost.
     r["redis_us"], r["batch"] = (None, None) if path == "/healthz" \
         else script_cost(redis_port, r["requests"])
@@ -248,8 +270,9 @@ def one_round(args, data_dir):
                 idle = rss_kib(web.pid)
                 # /healthz answers without Redis: the HTTP part of a view's cost alone.
                 for path in ("/api", "/", "/healthz"):
-                    runs[(path, keep_alive)] = measure(port, path, args.seconds, keep_alive,
-                                                       redis_port)
+                    runs[(path, keep_alive)] = measure(
+                        port, path, args.seconds, keep_alive, redis_port,
+                        servers=[("web-fe", web.pid), ("Redis", redis.pid)])
                 loaded = rss_kib(web.pid, "VmHWM")
             finally:
                 stop(web)
@@ -361,7 +384,15 @@ def report(args, rounds, persistence, history, counted):
     # With every core busy, throughput follows CPU per request.
     print(f"CPU per request, keep-alive off: nginx {mid(lambda o: o['nginx']['off']['cpu_us']):.0f} us, "
           f"/healthz {mid(lambda o: o['runs'][('/healthz', 'off')]['cpu_us']):.0f} us, "
-          f"/ {mid(lambda o: o['runs'][('/', 'off')]['cpu_us']):.0f} us")
+          f"/ {mid(lambda o: o['runs'][('/', 'off')]['cpu_us']):.0f} us; by process, user + kernel:")
+    for name, run in (("nginx", lambda o: o["nginx"]["off"]),
+                      ("/healthz", lambda o: o["runs"][("/healthz", "off")]),
+                      ("/", lambda o: o["runs"][("/", "off")])):
+        parts = run(rounds[0])["split_us"]
+        print(f"  {name:9} " + ", ".join(
+            f"{who} {mid(lambda o, w=who, i=0: run(o)['split_us'][w][i]):.0f} + "
+            f"{mid(lambda o, w=who, i=1: run(o)['split_us'][w][i]):.0f} us"
+            for who in parts))
     for k in ("on", "off"):
         print(f"web-fe (keep-alive {k}): ready in {mid(lambda o: o['memory'][k]['ready_ms']):.1f} ms, "
               f"idle RSS {mid(lambda o: o['memory'][k]['idle_kib']) / 1024:.1f} MiB, "
