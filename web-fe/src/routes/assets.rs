@@ -20,23 +20,27 @@ pub struct Asset {
     body: &'static str,
 }
 
-pub const STYLE: Asset = Asset {
-    href: concat!("/assets/style.", env!("STYLE_CSS_HASH"), ".css"),
-    stem: "style",
-    extension: "css",
-    hash: env!("STYLE_CSS_HASH"),
-    content_type: "text/css; charset=utf-8",
-    body: include_str!("../../assets/style.css"),
-};
+/// An asset from `assets/{stem}.{extension}`, named by the hash build.rs put in `$hash`.
+macro_rules! asset {
+    ($stem:literal, $extension:literal, $hash:literal, $content_type:literal) => {
+        Asset {
+            href: concat!("/assets/", $stem, ".", env!($hash), ".", $extension),
+            stem: $stem,
+            extension: $extension,
+            hash: env!($hash),
+            content_type: $content_type,
+            body: include_str!(concat!("../../assets/", $stem, ".", $extension)),
+        }
+    };
+}
 
-pub const LIVE: Asset = Asset {
-    href: concat!("/assets/live.", env!("LIVE_JS_HASH"), ".js"),
-    stem: "live",
-    extension: "js",
-    hash: env!("LIVE_JS_HASH"),
-    content_type: "text/javascript; charset=utf-8",
-    body: include_str!("../../assets/live.js"),
-};
+pub const STYLE: Asset = asset!("style", "css", "STYLE_CSS_HASH", "text/css; charset=utf-8");
+pub const LIVE: Asset = asset!(
+    "live",
+    "js",
+    "LIVE_JS_HASH",
+    "text/javascript; charset=utf-8"
+);
 
 /// Kept for a year and never asked again: a new content has a new name.
 const FOR_GOOD: &str = "public, max-age=31536000, immutable";
