@@ -204,11 +204,18 @@ def wrk(port, path, seconds, close, servers=()):
            "--timeout", "5s"]
     if close:
         cmd += ["-H", "Connection: close"]
-    busy, load, before = cpu_busy_seconds(), os.times(), [process_seconds(p) for _, p in servers]
+    names = ["wrk", *(name for name, _ in servers)]
+
+    def each_seconds():
+        # wrk is this script's only child that ends during the run.
+        done = os.times()
+        return [(done.children_user, done.children_system),
+                *(process_seconds(pid) for _, pid in servers)]
+
+    busy, before = cpu_busy_seconds(), each_seconds()
     out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-    busy = cpu_busy_seconds() - busy
-    after, done = [process_seconds(p) for _, p in servers], os.times()
+    busy, after = cpu_busy_seconds() - busy, each_seconds()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     p99 = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", out)
@@ -220,10 +227,7 @@ def wrk(port, path, seconds, close, servers=()):
             "cpu_us": busy * 1e6 / requests,
             # The same, split: wrk's own (user, kernel), then each server's.
             "split_us": {name: tuple((a - b) * 1e6 / requests for a, b in zip(end, start))
-                         for name, start, end in [
-                             ("wrk", (load.children_user, load.children_system),
-                              (done.children_user, done.children_system)),
-                             *((name, b, a) for (name, _), b, a in zip(servers, before, after))]},
+                         for name, start, end in zip(names, before, after)},
             "non2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": socket_errors.group(1) if socket_errors else "none"}
 
