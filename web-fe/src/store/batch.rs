@@ -21,7 +21,6 @@ pub type Answer = oneshot::Receiver<Result<Visit, StoreError>>;
 
 /// One view waiting for its batch.
 pub struct Waiting {
-    pub key: String,
     pub arrived: Instant,
     reply: oneshot::Sender<Result<Visit, StoreError>>,
 }
@@ -44,10 +43,9 @@ impl Queue {
     }
 
     /// Queues a view; the answer comes when its batch is counted.
-    pub fn join(&self, key: String) -> Answer {
+    pub fn join(&self) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.views.borrow_mut().push_back(Waiting {
-            key,
             arrived: Instant::now(),
             reply,
         });

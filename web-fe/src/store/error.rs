@@ -145,8 +145,6 @@ pub enum Cause {
     NoAnswer(Duration),
     #[error("no replica confirmed the view within {0:?}")]
     NoReplicaConfirmed(Duration),
-    #[error("{counts} counts for a batch of {views} views")]
-    WrongReplyLength { views: usize, counts: usize },
     #[error("the batch holding this view was dropped")]
     BatchDropped,
 }

@@ -36,10 +36,10 @@ const BEATS: &str = "replicas:heartbeat";
 /// the master (redis/copy.sh): Redis itself does not know its node.
 const COPY_NODES: &str = "redis:copies";
 
-/// Counts a batch of views, each once per visit key, atomically, with the views its replica
-/// served; each view's count is kept under its visit key in the batch's hash. A retry of
-/// the same batch (after a connection broke with the outcome unknown) finds the keys and
-/// gets the first call's counts instead of counting again.
+/// Counts a batch of views atomically, with the views its replica served, and keeps the
+/// outcome under the batch's own key: a retry of the same batch (after a connection broke
+/// with the outcome unknown) finds it and gets the first call's counts instead of counting
+/// again.
 const VISIT_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!("visit.lua"));
 
 /// Readiness: Redis answers and `hits` holds a number that can be counted on.
@@ -48,8 +48,8 @@ const READY_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!("re
 /// Pause between attempts while Redis restarts (a graceful restart takes ~100 ms).
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
-/// Numbers visits within this process; with the hostname and start time it names each one.
-static VISITS: AtomicU64 = AtomicU64::new(0);
+/// Numbers batches within this process; with the hostname and start time it names each one.
+static BATCHES: AtomicU64 = AtomicU64::new(0);
 
 /// How many replicas the master had at the heartbeat's last look: a view waits for one of
 /// them to hold it (`WAIT`) only where there is one.
@@ -85,8 +85,8 @@ struct Counter {
     visit: redis::Script,
     ready: redis::Script,
     hostname: String,
-    /// `visit:<hostname>:<start ms>:<pid>:`, to which each visit adds its number.
-    visit_prefix: String,
+    /// `visits:<hostname>:<start ms>:<pid>:`, to which each batch adds its number.
+    batch_prefix: String,
     queue: Queue,
 }
 
@@ -99,9 +99,9 @@ pub struct Visit {
     pub served: u64,
 }
 
-/// The script's reply: each view's count and views served by this replica, and what was
-/// repaired.
-type VisitReply = (Vec<i64>, Vec<u64>, Vec<String>);
+/// The script's reply: `hits` and the views served by this replica after the batch's last
+/// view, and what was repaired.
+type VisitReply = (i64, u64, Vec<String>);
 
 impl Store {
     /// Connections open lazily, so start-up never waits for Redis. `batch_sizes` observes
@@ -123,19 +123,14 @@ impl Store {
             visit: redis::Script::new(VISIT_SCRIPT),
             ready: redis::Script::new(READY_SCRIPT),
             hostname: hostname.to_owned(),
-            visit_prefix: format!("visit:{hostname}:{started}:{}:", std::process::id()),
+            batch_prefix: format!("visits:{hostname}:{started}:{}:", std::process::id()),
             queue: Queue::new(batch_sizes),
         }))
     }
 
     /// Counts one page view for this replica exactly once: it joins the next batch.
     pub async fn record_visit(&self) -> Result<Visit, StoreError> {
-        let key = format!(
-            "{}{}",
-            self.0.visit_prefix,
-            VISITS.fetch_add(1, Ordering::Relaxed)
-        );
-        let answer = self.0.queue.join(key);
+        let answer = self.0.queue.join();
         if self.0.queue.start_sending() {
             actix_web::rt::spawn(Rc::clone(&self.0).send_batches());
         }
@@ -169,10 +164,12 @@ impl Counter {
     async fn send_batches(self: Rc<Self>) {
         let patience = |arrived| self.patience(arrived);
         while let Some(batch) = self.queue.next_batch(patience, &self.link.address()) {
-            let keys: Vec<&str> = batch.iter().map(|view| view.key.as_str()).collect();
-            // Named after its first view, whose key no other batch holds.
-            let batch_key = format!("visits:{}", &keys[0]["visit:".len()..]);
-            let outcome = self.count_batch(&batch_key, &keys, batch[0].arrived).await;
+            let key = format!(
+                "{}{}",
+                self.batch_prefix,
+                BATCHES.fetch_add(1, Ordering::Relaxed)
+            );
+            let outcome = self.count_batch(&key, batch.len(), batch[0].arrived).await;
             batch::answer(batch, outcome);
         }
     }
@@ -188,7 +185,7 @@ impl Counter {
 
     /// Counts a batch's views exactly once.
     ///
-    /// Failed attempts are tried again on a new connection with the same visit keys, which
+    /// Failed attempts are tried again on a new connection with the same batch key, which
     /// makes that safe, until the batch's patience runs out (counted from its oldest view).
     /// While Redis restarts (a connection broke after the call was sent: the views may
     /// already be counted) or hands the master's role over (`NOREPLICAS`, `READONLY`),
@@ -198,13 +195,13 @@ impl Counter {
     async fn count_batch(
         &self,
         batch_key: &str,
-        keys: &[&str],
+        views: usize,
         oldest: Instant,
     ) -> Result<Vec<Visit>, StoreError> {
         let mut deadline = oldest + self.patience(oldest);
         let (mut maybe_counted, mut retry) = (false, false);
         loop {
-            let attempt = self.visit_once(batch_key, keys, retry);
+            let attempt = self.visit_once(batch_key, views, retry);
             let failure = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(visits)) => return Ok(visits),
                 Ok(Err(failure)) => failure,
@@ -237,7 +234,7 @@ impl Counter {
     async fn visit_once(
         &self,
         batch_key: &str,
-        keys: &[&str],
+        views: usize,
         retry: bool,
     ) -> Result<Vec<Visit>, FailedAttempt> {
         let mut conn = self
@@ -255,9 +252,9 @@ impl Counter {
             .arg(key_ttl_ms.to_string())
             .arg(crate::clock::unix_millis())
             .arg(if retry { "retry" } else { "first" })
-            .arg(keys);
+            .arg(views);
         let (reply, acked) = self.run_visit(&mut conn, &invocation).await;
-        let (counts, served, repairs) = reply.map_err(|e| FailedAttempt {
+        let (last, mine, repairs) = reply.map_err(|e| FailedAttempt {
             // Sent, then the connection broke or no answer came: Redis may have run it.
             // A reply that arrived but could not be read means it did.
             maybe_counted: e.is_connection_dropped()
@@ -267,18 +264,8 @@ impl Counter {
             ..self.attempt_failed(e)
         })?;
         log_repairs(repairs);
-        if counts.len() != keys.len() || served.len() != keys.len() {
-            return Err(FailedAttempt {
-                maybe_counted: true,
-                ..self.unexpected_reply(keys.len(), counts.len())
-            });
-        }
         self.held_by_a_replica(acked)?;
-        Ok(counts
-            .into_iter()
-            .zip(served)
-            .map(|(count, served)| Visit { count, served })
-            .collect())
+        Ok(batch_visits(last, mine, views))
     }
 
     /// Runs the visit script and, where the master has replicas, `WAIT` for one of them
@@ -345,20 +332,18 @@ impl Counter {
             maybe_counted: false,
         }
     }
+}
 
-    /// A reply of the wrong length: not what the script returns, so not worth a retry.
-    fn unexpected_reply(&self, views: usize, counts: usize) -> FailedAttempt {
-        FailedAttempt {
-            error: StoreError::new(
-                Trouble::UnexpectedData,
-                &self.link.address(),
-                Cause::WrongReplyLength { views, counts },
-            ),
-            retryable: false,
-            maybe_counted: false,
-            in_transition: false,
-        }
-    }
+/// Each view of a batch, in order: the batch's views are the last ones counted, so the
+/// first of `views` had `last - views + 1`.
+fn batch_visits(last: i64, mine: u64, views: usize) -> Vec<Visit> {
+    (0..views)
+        .rev()
+        .map(|before_last| Visit {
+            count: last.saturating_sub(i64::try_from(before_last).unwrap_or(i64::MAX)),
+            served: mine.saturating_sub(u64::try_from(before_last).unwrap_or(u64::MAX)),
+        })
+        .collect()
 }
 
 /// Why one try failed: whether another try of the same visit may succeed, and whether
@@ -417,4 +402,24 @@ fn in_transition(error: &RedisError) -> bool {
                     | ServerErrorKind::MasterDown
             )
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batchs_views_get_the_last_counts_in_order() {
+        let visits = batch_visits(42, 7, 3);
+        let counts: Vec<_> = visits.iter().map(|v| (v.count, v.served)).collect();
+        assert_eq!(counts, [(40, 5), (41, 6), (42, 7)]);
+    }
+
+    #[test]
+    fn a_served_figure_below_the_batch_stops_at_zero() {
+        // `served` held a foreign negative number before this batch.
+        let visits = batch_visits(5, 1, 3);
+        let served: Vec<_> = visits.iter().map(|v| v.served).collect();
+        assert_eq!(served, [0, 0, 1]);
+    }
 }

@@ -268,7 +268,7 @@ pub struct FlakyProxy {
 
 #[derive(Default)]
 struct ProxyState {
-    /// The reply to the next call carrying at least this many visit keys is to be lost;
+    /// The reply to the next call counting at least this many views is to be lost;
     /// 0: none.
     lose_next_visit: AtomicUsize,
     /// No more connections are accepted.
@@ -336,7 +336,24 @@ impl Drop for FlakyProxy {
     }
 }
 
-/// Relays one client connection to Redis. A call that carries a visit key while a loss is
+/// How many views a call to the visit script counts: the argument after its attempt
+/// (`first` or `retry`), a RESP bulk string such as `$1\r\n6\r\n`; 0 for other calls.
+fn views_counted(call: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(call);
+    let Some(at) = ["\r\nfirst\r\n", "\r\nretry\r\n"]
+        .iter()
+        .find_map(|attempt| text.find(attempt).map(|at| at + attempt.len()))
+    else {
+        return 0;
+    };
+    text[at..]
+        .split("\r\n")
+        .nth(1)
+        .and_then(|views| views.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Relays one client connection to Redis. A call that counts views while a loss is
 /// armed dooms its connection: Redis runs it, and the reply is dropped with both sockets.
 fn relay(client: TcpStream, redis_port: u16, state: &Arc<ProxyState>) {
     client.set_nonblocking(false).unwrap();
@@ -348,7 +365,7 @@ fn relay(client: TcpStream, redis_port: u16, state: &Arc<ProxyState>) {
         client.try_clone().unwrap(),
         upstream.try_clone().unwrap(),
         move |call| {
-            let views = call.windows(6).filter(|w| w == b"visit:").count();
+            let views = views_counted(call);
             let armed = state.lose_next_visit.load(Ordering::SeqCst);
             if armed > 0
                 && views >= armed
