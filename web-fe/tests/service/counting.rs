@@ -95,7 +95,7 @@ async fn a_graceful_redis_restart_under_load_counts_every_200_exactly_once() {
         failed += f;
     }
     assert!(ok > 100, "too little load to mean anything: {ok}");
-    // Requests caught by the restart are retried with their visit key: none fails, and
+    // Requests caught by the restart are retried with their batch's key: none fails, and
     // no view is counted twice or lost.
     assert_eq!(failed, 0, "{}", web.logs());
     assert_eq!(redis.hits(), i64::try_from(ok).unwrap());

@@ -62,7 +62,7 @@ async fn a_lost_reply_is_asked_again_and_the_view_counted_once() {
     let http = client();
     let first = get_json(&http, &web.url("/api")).await;
     // Redis counts the next view but its reply is lost with the connection, so web-fe
-    // cannot tell whether it counted: it asks again with the same visit key.
+    // cannot tell whether it counted: it asks again with the same batch key.
     proxy.lose_next_visit_reply();
     let response = http.get(web.url("/api")).send().await.unwrap();
     assert_eq!(response.status(), 200, "the retry answers");
