@@ -9,7 +9,8 @@ Starts a private redis-server and the release web-fe on free loopback ports, the
     writing an access log line per request to /dev/null as web-fe writes its request line
     (nginx logs by default); the same without its log is printed beside
   * wrk at 50 connections on /api, / and /healthz (no Redis call), with keep-alive on and
-    off, as ratios of those ceilings
+    off, as ratios of those ceilings; without keep-alive, nginx, / and /healthz take turns
+    (A B C C B A, half a run each), so that the machine's drift tilts none of their ratios
   * for each wrk run, the whole machine's CPU time per request (/proc/stat), and Redis's
     own time per counted view and views per script call (INFO commandstats): where a
     counted view's cost goes, and how many views each batch carried
@@ -34,6 +35,7 @@ Needs: cargo, redis-server, redis-benchmark, wrk, nginx, valgrind
 
 import argparse
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import os
@@ -145,9 +147,11 @@ http {{
 """
 
 
-def nginx_ceiling(seconds, data_dir, keep_alive, logged):
-    """A fixed 200 from nginx: what HTTP alone costs on this machine. `logged`: a line per
-    request to /dev/null, as nginx logs by default and as web-fe does in this benchmark."""
+@contextlib.contextmanager
+def nginx_server(data_dir, keep_alive, logged):
+    """nginx answering a fixed 200 on a free port: what HTTP alone costs on this machine.
+    `logged`: a line per request to /dev/null, as nginx logs by default and as web-fe does
+    in this benchmark. Yields its port and PID."""
     port = free_port()
     conf = os.path.join(data_dir, f"nginx-{keep_alive}-{logged}.conf")
     with open(conf, "w") as f:
@@ -161,10 +165,15 @@ def nginx_ceiling(seconds, data_dir, keep_alive, logged):
             if proc.poll() is not None or time.monotonic() > deadline:
                 sys.exit("benchmark: nginx did not start")
             time.sleep(0.01)
-        return wrk(port, "/", seconds, close=(keep_alive == "off"),
-                   servers=[("nginx", proc.pid)])
+        yield port, proc.pid
     finally:
         stop(proc)
+
+
+def nginx_ceiling(seconds, data_dir, keep_alive, logged):
+    """One wrk run on nginx alone."""
+    with nginx_server(data_dir, keep_alive, logged) as (port, pid):
+        return wrk(port, "/", seconds, close=(keep_alive == "off"), servers=[("nginx", pid)])
 
 
 def redis_benchmark(port, requests):
@@ -248,6 +257,38 @@ def script_cost(port, requests):
     return usec / requests, requests / calls
 
 
+def mirrored(runs, seconds):
+    """Runs each of `runs` ((name, run taking seconds) pairs) twice, for half of `seconds`
+    each, in the order A B C C B A, and joins each one's halves: a machine that speeds up or
+    slows down during a round (this shared one does, by a fifth within minutes) tilts no
+    ratio between them."""
+    halves = {}
+    for name, run in runs + runs[::-1]:
+        halves.setdefault(name, []).append(run(max(1, seconds // 2)))
+    return {name: joined(parts) for name, parts in halves.items()}
+
+
+def joined(parts):
+    """One run's figures from its parts: rates and costs over all their requests; the worst
+    p99 (percentiles of parts do not add up to one)."""
+    requests = sum(p["requests"] for p in parts)
+
+    def per_request(pick):
+        values = [pick(p) for p in parts]
+        return None if None in values else sum(v * p["requests"] for v, p in zip(values, parts)) / requests
+    calls = [p["requests"] / p["batch"] for p in parts if p.get("batch")]
+    return {"rps": requests / sum(p["requests"] / p["rps"] for p in parts),
+            "p99_ms": max(p["p99_ms"] for p in parts), "requests": requests,
+            "cpu_us": per_request(lambda p: p["cpu_us"]),
+            "split_us": {name: tuple(per_request(lambda p, n=name, i=i: p["split_us"][n][i])
+                                     for i in (0, 1))
+                         for name in parts[0]["split_us"]},
+            "non2xx": sum(p["non2xx"] for p in parts),
+            "socket_errors": "; ".join(p["socket_errors"] for p in parts),
+            "redis_us": per_request(lambda p: p.get("redis_us")),
+            "batch": requests / sum(calls) if len(calls) == len(parts) else None}
+
+
 def measure(port, path, seconds, keep_alive, redis_port, servers=()):
     """One wrk run on web-fe, with Redis's share of it."""
     redis_cli(redis_port, "CONFIG", "RESETSTAT")
@@ -272,11 +313,27 @@ def one_round(args, data_dir):
             try:
                 time.sleep(0.5)
                 idle = rss_kib(web.pid)
-                # /healthz answers without Redis: the HTTP part of a view's cost alone.
-                for path in ("/api", "/", "/healthz"):
-                    runs[(path, keep_alive)] = measure(
-                        port, path, args.seconds, keep_alive, redis_port,
-                        servers=[("web-fe", web.pid), ("Redis", redis.pid)])
+                servers = [("web-fe", web.pid), ("Redis", redis.pid)]
+
+                def on_web(path, seconds, keep_alive=keep_alive, port=port, servers=servers):
+                    return measure(port, path, seconds, keep_alive, redis_port, servers)
+                if keep_alive == "on":
+                    # /healthz answers without Redis: the HTTP part of a view's cost alone.
+                    for path in ("/api", "/", "/healthz"):
+                        runs[(path, keep_alive)] = on_web(path, args.seconds)
+                else:
+                    runs[("/api", "off")] = on_web("/api", args.seconds)
+                    # The two targets without keep-alive compare / with nginx and with
+                    # /healthz: the three take turns, nginx waiting beside web-fe.
+                    with nginx_server(data_dir, "off", True) as (nginx_port, nginx_pid):
+                        turns = mirrored([
+                            ("nginx", lambda t: wrk(nginx_port, "/", t, close=True,
+                                                    servers=[("nginx", nginx_pid)])),
+                            ("/", lambda t: on_web("/", t)),
+                            ("/healthz", lambda t: on_web("/healthz", t)),
+                        ], args.seconds)
+                    nginx_off = turns.pop("nginx")
+                    runs.update({(path, "off"): r for path, r in turns.items()})
                 loaded = rss_kib(web.pid, "VmHWM")
             finally:
                 stop(web)
@@ -285,7 +342,7 @@ def one_round(args, data_dir):
         stop(redis)
     # The ceiling logs each request, as web-fe does; the same nginx without its log is
     # printed beside it.
-    nginx = {k: nginx_ceiling(args.seconds, data_dir, k, True) for k in ("off", "on")}
+    nginx = {"off": nginx_off, "on": nginx_ceiling(args.seconds, data_dir, "on", True)}
     quiet = {k: nginx_ceiling(args.seconds, data_dir, k, False) for k in ("off", "on")}
     replicated = replicated_runs(args.seconds, data_dir)
     return {"incr": incr, "nginx": nginx, "quiet_nginx": quiet, "runs": runs, "memory": memory,
