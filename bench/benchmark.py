@@ -275,7 +275,9 @@ def joined(parts):
 
     def per_request(pick):
         values = [pick(p) for p in parts]
-        return None if None in values else sum(v * p["requests"] for v, p in zip(values, parts)) / requests
+        if None in values:
+            return None
+        return sum(v * p["requests"] for v, p in zip(values, parts)) / requests
     calls = [p["requests"] / p["batch"] for p in parts if p.get("batch")]
     return {"rps": requests / sum(p["requests"] / p["rps"] for p in parts),
             "p99_ms": max(p["p99_ms"] for p in parts), "requests": requests,
