@@ -230,15 +230,13 @@ def wrk(port, path, seconds, close, servers=()):
     p99 = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p99_ms": float(p99.group(1)) * scale, "requests": requests,
             # The whole machine's CPU per request: load tool, server and Redis together.
             "cpu_us": busy * 1e6 / requests,
             # The same, split: wrk's own (user, kernel), then each server's.
             "split_us": {name: tuple((a - b) * 1e6 / requests for a, b in zip(end, start))
                          for name, start, end in zip(names, before, after)},
-            "non2xx": int(errors.group(1)) if errors else 0,
-            "socket_errors": socket_errors.group(1) if socket_errors else "none"}
+            "non2xx": int(errors.group(1)) if errors else 0}
 
 
 def redis_cli(port, *args):
@@ -286,7 +284,6 @@ def joined(parts):
                                      for i in (0, 1))
                          for name in parts[0]["split_us"]},
             "non2xx": sum(p["non2xx"] for p in parts),
-            "socket_errors": "; ".join(p["socket_errors"] for p in parts),
             "redis_us": per_request(lambda p: p.get("redis_us")),
             "batch": requests / sum(calls) if len(calls) == len(parts) else None}
 
@@ -317,7 +314,7 @@ def one_round(args, data_dir):
                 idle = rss_kib(web.pid)
                 servers = [("web-fe", web.pid), ("Redis", redis.pid)]
 
-                def on_web(path, seconds, keep_alive=keep_alive, port=port, servers=servers):
+                def on_web(path, seconds):
                     return measure(port, path, seconds, keep_alive, redis_port, servers)
                 if keep_alive == "on":
                     # /healthz answers without Redis: the HTTP part of a view's cost alone.
