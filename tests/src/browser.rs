@@ -172,17 +172,31 @@ impl Browser {
     /// Watches the page, without reloading it, until `done` holds; returns how long that
     /// took, or panics with the board after `limit`.
     pub fn until(&self, what: &str, limit: Duration, done: impl Fn(&Self) -> bool) -> Duration {
+        self.within(what, limit, done)
+            .unwrap_or_else(|shown| panic!("{shown}"))
+    }
+
+    /// The same, but after `limit` returns what the page shows, for a caller that has more
+    /// to tell before it fails.
+    pub fn within(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Self) -> bool,
+    ) -> Result<Duration, String> {
         let start = Instant::now();
         while !done(self) {
-            assert!(
-                start.elapsed() < limit,
-                "the page did not show {what} within {limit:?}: board {:?}, stream {:?}",
-                self.board(),
-                self.text("#stream-status")
-            );
+            if start.elapsed() >= limit {
+                return Err(format!(
+                    "the page did not show {what} within {limit:?}: board {:?}, Redis copies {:?}, stream {:?}",
+                    self.board(),
+                    self.text("#redis-copies"),
+                    self.text("#stream-status")
+                ));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        start.elapsed()
+        Ok(start.elapsed())
     }
 
     /// Saves a PNG of the window under target/screenshots/ and returns its path.

@@ -237,12 +237,17 @@ impl Lab {
 
     /// The same, `None` while the master does not answer.
     pub fn try_hits(&self) -> Option<u64> {
-        let (node, copy) = self.master_copy();
-        let value = self.redis_cli(&node, &copy, "get hits")?;
+        let value = self.on_master("get hits")?;
         match value.trim() {
             "" => Some(0),
             text => text.parse().ok(),
         }
+    }
+
+    /// `redis-cli <command>` on the master; `None` while it does not answer.
+    pub fn on_master(&self, command: &str) -> Option<String> {
+        let (node, copy) = self.master_copy();
+        self.redis_cli(&node, &copy, command)
     }
 
     /// The node and container of the Redis copy that says it is the master (`ROLE`). Just

@@ -302,27 +302,46 @@ fn the_board_follows_replicas_coming_and_going_without_a_reload() {
     println!("rm -f and stop: both marked {marked:?} after");
     browser.screenshot("board-replicas-leaving");
 
-    // The replica streaming to the page dies: the page reconnects through the balancer.
-    let streamer = browser
-        .text("#stream-status")
-        .and_then(|t| t.strip_prefix("live from ").map(str::to_owned))
-        .expect("a live stream");
-    let container = &first
-        .iter()
-        .find(|r| r.hostname == streamer)
-        .expect("streamer")
-        .container;
-    docker_ok(&["rm", "-f", container]);
+    // The replica streaming to the page freezes, as one does whose machine dies: its
+    // connection stays open and says nothing. The page notices the silence and reconnects
+    // through the balancer to the other one.
+    let streamer = streaming_replica(&browser, &first);
+    docker_ok(&["pause", &streamer.container]);
+    let quiet = browser.until(
+        "a stream from the other replica after a silent one",
+        Duration::from_secs(30),
+        |b| streams_from_another(b, streamer),
+    );
+    println!("streaming replica frozen: the page streamed from another after {quiet:?}");
+    docker_ok(&["unpause", &streamer.container]);
+    // The replica streaming now dies outright: the page reconnects as its stream ends.
+    let streamer = streaming_replica(&browser, &first);
+    docker_ok(&["rm", "-f", &streamer.container]);
     browser.until(
-        "a stream from the other replica",
+        "a stream from the other replica after one ended",
         Duration::from_secs(15),
-        |b| {
-            b.text("#stream-status")
-                .is_some_and(|t| t.starts_with("live from ") && !t.ends_with(&streamer))
-        },
+        |b| streams_from_another(b, streamer),
     );
     assert!(same_page(&browser), "the page reloaded");
     browser.screenshot("board-stream-reconnected");
+}
+
+/// The replica among `replicas` that streams to the page.
+fn streaming_replica<'a>(browser: &Browser, replicas: &'a [Replica]) -> &'a Replica {
+    let host = browser
+        .text("#stream-status")
+        .and_then(|t| t.strip_prefix("live from ").map(str::to_owned))
+        .expect("a live stream");
+    replicas
+        .iter()
+        .find(|r| r.hostname == host)
+        .unwrap_or_else(|| panic!("{host} streams, but is none of the replicas"))
+}
+
+fn streams_from_another(browser: &Browser, streamer: &Replica) -> bool {
+    browser
+        .text("#stream-status")
+        .is_some_and(|t| t.starts_with("live from ") && !t.ends_with(&streamer.hostname))
 }
 
 #[test]

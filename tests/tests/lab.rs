@@ -450,10 +450,20 @@ fn losing_the_master_machine_fails_over_and_loses_no_view(lab: &Lab, browser: &B
         "200s came back after {first_200:?}"
     );
     // The board names the new master and its node.
-    browser.until("the board listing the new master", SETTLE_BOARD, |b| {
+    let listed = browser.within("the board listing the new master", SETTLE_BOARD, |b| {
         b.text("#redis-copies")
             .is_some_and(|t| t.contains(&format!("master on {now_at}")))
     });
+    if let Err(shown) = listed {
+        for service in [REDIS, SENTINEL, WEB] {
+            println!("{}", lab.story(service));
+        }
+        panic!(
+            "{shown}; the copies answer {:?}; their nodes, as the master holds them: {:?}",
+            lab.copies(),
+            lab.on_master("hgetall redis:copies")
+        );
+    }
     browser.screenshot("lab-board-after-failover");
     let before = lab.hits();
     docker_ok(&["start", &Lab::machine(&victim)]);

@@ -30,16 +30,26 @@
   }
 
   // The stream is read with fetch rather than EventSource, which hides a refusal's status
-  // and Retry-After.
+  // and Retry-After. A replica that dies with its machine closes nothing: its stream just
+  // goes quiet. Each event says how soon the next one is due; a stream quiet for twice
+  // that, and at least 5 s, is dropped, and the balancer picks another replica.
   async function connect() {
     clearTimeout(retry);
+    const quiet = new AbortController();
+    const heard = { at: Date.now(), due: 0 };
+    const watch = setInterval(() => {
+      if (Date.now() - heard.at > Math.max(5000, 2 * heard.due)) quiet.abort();
+    }, 500);
     let answer;
     try {
-      answer = await fetch('/api/board/stream', { cache: 'no-store' });
+      answer = await fetch('/api/board/stream', { cache: 'no-store', signal: quiet.signal });
+      if (answer.ok) await readEvents(answer.body, heard);
     } catch (_) {
-      return later(1);
+      // No answer, or dropped as quiet: try again below.
+    } finally {
+      clearInterval(watch);
     }
-    if (!answer.ok) {
+    if (answer && !answer.ok) {
       answer.body?.cancel();
       // Refused: that replica is stopping (Retry-After 1), or streams to as many pages as
       // it may. Read the board now and then until the wait is over.
@@ -47,19 +57,23 @@
       if (wait > 1) return poll(wait);
       return later(wait);
     }
-    await readEvents(answer.body);
+    if (quiet.signal.aborted) {
+      const silent = Math.round((Date.now() - heard.at) / 1000);
+      return later(1, 'no board for ' + silent + ' s: reconnecting');
+    }
     later(1);
   }
 
-  // The replica streaming to us stopped or is draining: try again, the balancer picks
-  // another one.
-  function later(seconds) {
-    show('down', 'reconnecting');
+  // The replica streaming to us stopped, is draining or went quiet: try again, the
+  // balancer picks another one.
+  function later(seconds, why = 'reconnecting') {
+    show('down', why);
     retry = setTimeout(connect, seconds * 1000);
   }
 
-  // Each `data:` line of each event is one board.
-  async function readEvents(body) {
+  // Each `data:` line of each event is one board; `heard` notes when, and when the next
+  // is due.
+  async function readEvents(body, heard) {
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = '';
     try {
@@ -74,6 +88,8 @@
           const line = event.split('\n').find((l) => l.startsWith('data: '));
           if (!line) continue;
           const data = JSON.parse(line.slice(6));
+          heard.at = Date.now();
+          if (data.next_within_ms > 0) heard.due = data.next_within_ms;
           draw(data);
           show('live', 'live from ' + data.read_by);
         }
@@ -88,7 +104,7 @@
     const until = Date.now() + wait * 1000;
     while (Date.now() < until) {
       try {
-        const answer = await fetch('/api/board?html', { cache: 'no-store' });
+        const answer = await fetch('/api/board?html', { cache: 'no-store', signal: AbortSignal.timeout(5000) });
         if (answer.ok) {
           const data = await answer.json();
           draw(data);

@@ -61,6 +61,7 @@ impl Application {
             replica,
             net.keep_alive.0.is_some(),
             net.max_board_streams,
+            settings.replica.heartbeat + settings.redis.timeout,
             board,
         ));
         let replication = Replication::default();

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use actix_web::web::Data;
 use tokio::sync::{Notify, watch};
@@ -27,6 +28,10 @@ pub struct AppState {
     /// Board streams open now, at most `max_board_streams`.
     board_streams: AtomicU32,
     max_board_streams: u32,
+    /// The longest a board stream goes between events: a heartbeat's interval and its
+    /// Redis call's time limit. Streams tell pages, which take a longer silence for a
+    /// replica gone without closing (its machine died) and reconnect.
+    pub board_due: Duration,
 }
 
 /// One open board stream; dropping it (the client left, or the stream ended) frees the place.
@@ -37,6 +42,7 @@ impl AppState {
         replica: Replica,
         keep_alive: bool,
         max_board_streams: u32,
+        board_due: Duration,
         board: watch::Receiver<Arc<Published>>,
     ) -> Self {
         Self {
@@ -49,6 +55,7 @@ impl AppState {
             last_view_ms: AtomicU64::new(0),
             board_streams: AtomicU32::new(0),
             max_board_streams,
+            board_due,
         }
     }
 

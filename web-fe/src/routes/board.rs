@@ -3,6 +3,7 @@
 //! latest heartbeat read.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::web::{Bytes, Data};
@@ -32,6 +33,8 @@ struct BoardEvent<'a> {
     hits: Option<i64>,
     live: usize,
     html: String,
+    /// The next event comes within this long, unless this replica is gone.
+    next_within_ms: u64,
 }
 
 /// The board with, on `?html`, the tiles drawn as a stream event carries them: what the
@@ -83,7 +86,7 @@ pub async fn board_stream(state: Data<AppState>) -> HttpResponse {
         .insert_header((CONTENT_TYPE, "text/event-stream"))
         // Proxies such as nginx would otherwise hold events back.
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(events(boards, place))
+        .streaming(events(boards, state.board_due, place))
 }
 
 fn refuse(retry_after: &'static str, why: &'static str) -> HttpResponse {
@@ -96,15 +99,16 @@ fn refuse(retry_after: &'static str, why: &'static str) -> HttpResponse {
 /// task is gone. The stream holds its place until it is dropped.
 fn events(
     boards: watch::Receiver<Arc<Published>>,
+    due: Duration,
     place: BoardStreamPlace,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    stream::unfold(Some((boards, place)), |open| async move {
+    stream::unfold(Some((boards, place)), move |open| async move {
         let (mut boards, place) = open?;
         boards.changed().await.ok()?;
         let published = boards.borrow_and_update().clone();
         let event = published
             .event
-            .get_or_init(|| render_event(&published.board));
+            .get_or_init(|| render_event(&published.board, due));
         let next = (!published.closing).then_some((boards, place));
         Some((Ok(event.clone()), next))
     })
@@ -131,13 +135,14 @@ fn render_board(board: &Board, current: &str) -> String {
     })
 }
 
-fn render_event(board: &Board) -> Bytes {
+fn render_event(board: &Board, due: Duration) -> Bytes {
     let html = stream_tiles(board);
     let event = BoardEvent {
         read_by: &board.read_by,
         hits: board.hits,
         live: board.live,
         html,
+        next_within_ms: u64::try_from(due.as_millis()).unwrap_or(u64::MAX),
     };
     let json = serde_json::to_string(&event).expect("a board event always serialises");
     // JSON escapes newlines, so the event is one `data:` line.
@@ -214,9 +219,10 @@ mod tests {
 
     #[test]
     fn an_event_is_one_data_line() {
-        let event = render_event(&Board::empty("r1"));
+        let event = render_event(&Board::empty("r1"), Duration::from_millis(1500));
         let text = std::str::from_utf8(&event).unwrap();
         assert!(text.starts_with("event: board\ndata: {"), "{text}");
+        assert!(text.contains(r#""next_within_ms":1500"#), "{text}");
         assert!(text.ends_with("}\n\n"), "{text}");
         assert_eq!(text.trim_end().lines().count(), 2, "{text}");
     }

@@ -105,6 +105,22 @@ async fn a_stream_beyond_the_bound_is_refused_with_retry_after() {
     assert_eq!(app.metric("web_fe_board_streams").await, Some(1.0));
 }
 
+/// A page takes a stream quiet for longer than this for one whose replica died unheard.
+#[actix_web::test]
+async fn a_stream_event_says_when_the_next_is_due() {
+    let app = spawn_app(&["--heartbeat", "2s", "--redis-timeout", "300ms"]).await;
+    let mut stream = app.get("/api/board/stream").await;
+    let first = stream.chunk().await.unwrap().expect("a first event");
+    let text = std::str::from_utf8(&first).unwrap();
+    let json = text
+        .strip_prefix("event: board\ndata: ")
+        .and_then(|t| t.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("one board event: {text:?}"));
+    let event: serde_json::Value = serde_json::from_str(json).unwrap();
+    // A beat every 2 s, each waiting at most 300 ms for Redis.
+    assert_eq!(event["next_within_ms"], 2300, "{event}");
+}
+
 #[actix_web::test]
 async fn probes_and_metrics_answer_without_counting() {
     let app = spawn_app(&[]).await;
