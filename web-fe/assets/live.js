@@ -3,6 +3,9 @@
 (() => {
   const me = document.body.dataset.replica;
   const status = document.getElementById('stream-status');
+  // A replica gone with its machine closes nothing and answers nothing: no read waits
+  // longer than this for one.
+  const GIVE_UP_MS = 5000;
   let retry;
 
   function show(state, text) {
@@ -38,7 +41,7 @@
     const quiet = new AbortController();
     const heard = { at: Date.now(), due: 0 };
     const watch = setInterval(() => {
-      if (Date.now() - heard.at > Math.max(5000, 2 * heard.due)) quiet.abort();
+      if (Date.now() - heard.at > Math.max(GIVE_UP_MS, 2 * heard.due)) quiet.abort();
     }, 500);
     let answer;
     try {
@@ -104,7 +107,7 @@
     const until = Date.now() + wait * 1000;
     while (Date.now() < until) {
       try {
-        const answer = await fetch('/api/board?html', { cache: 'no-store', signal: AbortSignal.timeout(5000) });
+        const answer = await fetch('/api/board?html', { cache: 'no-store', signal: AbortSignal.timeout(GIVE_UP_MS) });
         if (answer.ok) {
           const data = await answer.json();
           draw(data);
@@ -127,7 +130,7 @@
     for (let i = 0; i < n; i++) {
       result.textContent = 'view ' + (i + 1) + ' of ' + n;
       try {
-        const answer = await fetch('/api?close', { cache: 'no-store' });
+        const answer = await fetch('/api?close', { cache: 'no-store', signal: AbortSignal.timeout(GIVE_UP_MS) });
         if (!answer.ok) { failed++; continue; }
         const view = await answer.json();
         const seen = tally.get(view.hostname) || { n: 0, colour: view.colour };
