@@ -326,12 +326,16 @@ fn the_board_follows_replicas_coming_and_going_without_a_reload() {
     browser.screenshot("board-stream-reconnected");
 }
 
-/// The replica among `replicas` that streams to the page.
-fn streaming_replica<'a>(browser: &Browser, replicas: &'a [Replica]) -> &'a Replica {
-    let host = browser
+/// The replica the page says it streams from, while its stream is live.
+fn live_from(browser: &Browser) -> Option<String> {
+    browser
         .text("#stream-status")
         .and_then(|t| t.strip_prefix("live from ").map(str::to_owned))
-        .expect("a live stream");
+}
+
+/// The replica among `replicas` that streams to the page.
+fn streaming_replica<'a>(browser: &Browser, replicas: &'a [Replica]) -> &'a Replica {
+    let host = live_from(browser).expect("a live stream");
     replicas
         .iter()
         .find(|r| r.hostname == host)
@@ -339,9 +343,7 @@ fn streaming_replica<'a>(browser: &Browser, replicas: &'a [Replica]) -> &'a Repl
 }
 
 fn streams_from_another(browser: &Browser, streamer: &Replica) -> bool {
-    browser
-        .text("#stream-status")
-        .is_some_and(|t| t.starts_with("live from ") && !t.ends_with(&streamer.hostname))
+    live_from(browser).is_some_and(|host| host != streamer.hostname)
 }
 
 #[test]
