@@ -200,17 +200,19 @@ impl Counter {
     ) -> Result<Vec<Visit>, StoreError> {
         let mut deadline = oldest + self.patience(oldest);
         let (mut maybe_counted, mut retry) = (false, false);
+        let mut last_error: Option<StoreError> = None;
         loop {
-            let attempt = self.visit_once(batch_key, views, retry);
+            let sent = Cell::new(false);
+            let attempt = self.visit_once(batch_key, views, retry, &sent);
             let failure = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(visits)) => return Ok(visits),
                 Ok(Err(failure)) => failure,
                 Err(_) => {
                     self.link.forget();
-                    // The call may have been sent before the clock ran out.
                     let waited = deadline.saturating_duration_since(oldest);
-                    let mut error = StoreError::timed_out(&self.link.address(), waited);
-                    error.maybe_counted = true;
+                    let address = self.link.address();
+                    let mut error = out_of_time(sent.get(), last_error, &address, waited);
+                    error.maybe_counted |= maybe_counted;
                     return Err(error);
                 }
             };
@@ -226,16 +228,19 @@ impl Counter {
                 return Err(error);
             }
             tracing::debug!(error = %failure.error, "retrying the batch on a new connection");
+            last_error = Some(failure.error);
             retry = true;
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 
+    /// One try of the batch on the shared connection; `sent` is set once the call goes out.
     async fn visit_once(
         &self,
         batch_key: &str,
         views: usize,
         retry: bool,
+        sent: &Cell<bool>,
     ) -> Result<Vec<Visit>, FailedAttempt> {
         let mut conn = self
             .link
@@ -253,6 +258,7 @@ impl Counter {
             .arg(crate::clock::unix_millis())
             .arg(if retry { "retry" } else { "first" })
             .arg(views);
+        sent.set(true);
         let (reply, acked) = self.run_visit(&mut conn, &invocation).await;
         let (last, mine, repairs) = reply.map_err(|e| FailedAttempt {
             // Sent, then the connection broke or no answer came: Redis may have run it.
@@ -330,6 +336,25 @@ impl Counter {
             in_transition: in_transition(&error),
             error: StoreError::from_redis(&self.link.address(), error),
             maybe_counted: false,
+        }
+    }
+}
+
+/// The error of a batch whose patience ran out during an attempt. A call sent and not
+/// answered may have counted; an attempt cut while it was still connecting sent nothing,
+/// and the attempt before it (refused, say) tells better why Redis was not reached.
+fn out_of_time(
+    sent: bool,
+    last: Option<StoreError>,
+    address: &str,
+    waited: Duration,
+) -> StoreError {
+    match last {
+        Some(last) if !sent => last,
+        _ => {
+            let mut error = StoreError::timed_out(address, waited);
+            error.maybe_counted = sent;
+            error
         }
     }
 }
@@ -413,6 +438,23 @@ mod tests {
         let visits = batch_visits(42, 7, 3);
         let counts: Vec<_> = visits.iter().map(|v| (v.count, v.served)).collect();
         assert_eq!(counts, [(40, 5), (41, 6), (42, 7)]);
+    }
+
+    #[test]
+    fn a_batch_cut_while_connecting_keeps_the_last_reason_and_was_not_counted() {
+        let refused = || {
+            let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+            Some(StoreError::from_redis("127.0.0.1:6379", io.into()))
+        };
+        let waited = Duration::from_millis(500);
+        let cut = |sent, last| {
+            let error = out_of_time(sent, last, "127.0.0.1:6379", waited);
+            (error.trouble, error.maybe_counted)
+        };
+        assert_eq!(cut(false, refused()), (Trouble::Unreachable, false));
+        assert_eq!(cut(false, None), (Trouble::TimedOut, false));
+        // Sent and unanswered: Redis may have run it, whatever the attempt before saw.
+        assert_eq!(cut(true, refused()), (Trouble::TimedOut, true));
     }
 
     #[test]

@@ -131,6 +131,35 @@ async fn hung_redis_gives_503_within_the_configured_timeout() {
 }
 
 #[tokio::test]
+async fn a_view_that_never_reached_redis_says_it_was_not_counted() {
+    // Stopped before web-fe's first connection: each new connection hangs in its
+    // handshake, so the view runs out of time while connecting, its call never sent.
+    let redis = Redis::start();
+    signal(redis.pid(), "STOP");
+    let web = WebFe::start(&redis.url(), &[("WORKERS", "1")]);
+    let http = client();
+    let response = http.get(web.url("/api")).send().await.unwrap();
+    let json: Value = response.json().await.unwrap();
+    signal(redis.pid(), "CONT");
+    let detail = json["detail"].as_str().unwrap();
+    assert!(
+        detail.ends_with("Redis did not answer in time. This view was not counted."),
+        "{detail}"
+    );
+
+    // And it was not: the next view is the first.
+    let json: Value = http
+        .get(web.url("/api"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["count"], 1, "{json}");
+}
+
+#[tokio::test]
 async fn readiness_follows_redis_while_liveness_stays_up() {
     let mut redis = Redis::start();
     let web = WebFe::start(&redis.url(), &[]);
