@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Redis, WebFe, client, signal, text};
+use crate::support::{Redis, WebFe, client, get_json, signal, text};
 
 #[tokio::test]
 async fn stopped_redis_gives_503_then_recovers_without_restart() {
@@ -138,8 +138,7 @@ async fn a_view_that_never_reached_redis_says_it_was_not_counted() {
     signal(redis.pid(), "STOP");
     let web = WebFe::start(&redis.url(), &[("WORKERS", "1")]);
     let http = client();
-    let response = http.get(web.url("/api")).send().await.unwrap();
-    let json: Value = response.json().await.unwrap();
+    let json = get_json(&http, &web.url("/api")).await;
     signal(redis.pid(), "CONT");
     let detail = json["detail"].as_str().unwrap();
     assert!(
@@ -148,14 +147,7 @@ async fn a_view_that_never_reached_redis_says_it_was_not_counted() {
     );
 
     // And it was not: the next view is the first.
-    let json: Value = http
-        .get(web.url("/api"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json = get_json(&http, &web.url("/api")).await;
     assert_eq!(json["count"], 1, "{json}");
 }
 
