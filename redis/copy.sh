@@ -198,6 +198,9 @@ ask_each_failover() {
 # A master that no replica has confirmed for 5 s refuses writes: a master cut off from
 # every replica stops counting views that a failover would lose. (web-fe's WAIT covers the
 # seconds before that.) A replica syncs at once rather than after the default 5 s pause.
+# Each write reaches the append-only file before Redis answers (appendfsync no: with
+# everysec, Redis answers without writing while its fsync runs), so a killed copy that
+# restarts before a failover still holds every view it answered.
 # redis-server runs as this script's child so that a stop can hand the master's role over
 # before it ends.
 serve() {
@@ -212,6 +215,7 @@ requirepass $pass
 masterauth $pass
 replica-announce-ip $me
 appendonly yes
+appendfsync no
 repl-timeout 10
 repl-diskless-sync-delay 0
 min-replicas-to-write 1

@@ -29,6 +29,29 @@ pub fn try_redis_hits(redis_container: &str) -> Option<u64> {
     }
 }
 
+/// A setting of the Redis in `redis_container` (`CONFIG GET`), `None` if it did not answer.
+fn redis_config(redis_container: &str, name: &str) -> Option<String> {
+    let script = redis_cli(&format!("config get {name}"));
+    let out = docker(&["exec", redis_container, "sh", "-c", &script]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // redis-cli prints the name, then the value.
+    let value = text.lines().nth(1).map(str::to_owned);
+    value.filter(|_| out.status.success())
+}
+
+/// Each acknowledged write is in the append-only file: `appendonly yes` and Redis writing
+/// it before it answers (`appendfsync no`). With `everysec`, Redis answers without writing
+/// while its background fsync runs, and a SIGKILL then loses acknowledged views.
+pub fn assert_writes_before_answering(redis_container: &str) {
+    for (name, value) in [("appendonly", "yes"), ("appendfsync", "no")] {
+        assert_eq!(
+            redis_config(redis_container, name).as_deref(),
+            Some(value),
+            "{redis_container}: Redis's {name}"
+        );
+    }
+}
+
 /// The host port the compose file publishes web-fe on (on 127.0.0.1).
 pub const PORT: u16 = 5000;
 

@@ -7,9 +7,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    Cleanup, Compose, FaultRun, Load, PORT, WEB_FE_IMAGE, build_web_fe_image, check_redis_locked,
-    check_web_fe_hardening, checked, docker, docker_ok, exclusive, http_get, redis_hits,
-    reliability_row, repo_root, rss_kib, try_redis_hits, under_fault, wait_for,
+    Cleanup, Compose, FaultRun, Load, PORT, WEB_FE_IMAGE, assert_writes_before_answering,
+    build_web_fe_image, check_redis_locked, check_web_fe_hardening, checked, docker, docker_ok,
+    exclusive, http_get, redis_hits, reliability_row, repo_root, rss_kib, try_redis_hits,
+    under_fault, wait_for,
 };
 
 /// Load for each fault: 4 clients, bounded by count and time.
@@ -117,6 +118,7 @@ fn sigkill_of_redis_with_appendonly_loses_no_acknowledged_view() {
     // No clean shutdown. The append-only file keeps every acknowledged write.
     let fault = "Redis killed (appendonly yes)";
     let run = fault_under_load("kill", fault, "SIGKILL to redis-server", |_, redis| {
+        assert_writes_before_answering(redis);
         kill_redis_process(redis);
     });
     run.assert_nothing_lost(fault);

@@ -11,10 +11,11 @@ use std::time::Duration;
 use e2e::board::{BoardView, BoardWatcher};
 use e2e::client::{ClientLoad, this_machine};
 use e2e::{
-    CONVERGE, Cleanup, LoadReport, WEB_FE_IMAGE, build_web_fe_image, build_web_fe_variant,
-    check_redis_locked, check_web_fe_hardening, client_image, copies_story, deploy_stack, docker,
-    docker_ok, exclusive, join_swarm, redis_hits, redis_master, redis_role, reliability_row,
-    remove_stack, running_tasks, service_containers, try_redis_hits, under_fault, wait_for,
+    CONVERGE, Cleanup, LoadReport, WEB_FE_IMAGE, assert_writes_before_answering,
+    build_web_fe_image, build_web_fe_variant, check_redis_locked, check_web_fe_hardening,
+    client_image, copies_story, deploy_stack, docker, docker_ok, exclusive, join_swarm, redis_hits,
+    redis_master, redis_role, reliability_row, remove_stack, running_tasks, service_containers,
+    try_redis_hits, under_fault, wait_for,
 };
 
 const V2_IMAGE: &str = "counter-web-fe:e2e-v2";
@@ -165,6 +166,9 @@ fn forced_updates_of_the_redis_copies_and_the_sentinels_lose_no_view() {
         .filter(|r| r.as_deref() == Some("master"))
         .count();
     assert_eq!(masters, 1, "{roles:?}");
+    for copy in &copies {
+        assert_writes_before_answering(copy);
+    }
     // The master hands its role over before it stops (redis/copy.sh) and web-fe waits the
     // handover out, so views usually all get 200. Not asserted: a Sentinel that stalls
     // mid-handover (TILT mode, seen once when the machine was slow) leaves a few seconds
