@@ -19,24 +19,25 @@ pub fn redis_hits(redis_container: &str) -> u64 {
 
 /// The same, `None` while Redis does not answer (restarting, or its container gone).
 pub fn try_redis_hits(redis_container: &str) -> Option<u64> {
-    let script = redis_cli("get hits");
-    let out = docker(&["exec", redis_container, "sh", "-c", &script]);
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    match text.as_str() {
-        _ if !out.status.success() => None,
+    match redis_cli_in(redis_container, "get hits")?.trim() {
         "" => Some(0),
         text => text.parse().ok(),
     }
 }
 
+/// What `redis-cli <command>` printed in `redis_container`, `None` if it failed.
+pub fn redis_cli_in(redis_container: &str, command: &str) -> Option<String> {
+    let out = docker(&["exec", redis_container, "sh", "-c", &redis_cli(command)]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// A setting of the Redis in `redis_container` (`CONFIG GET`), `None` if it did not answer.
 fn redis_config(redis_container: &str, name: &str) -> Option<String> {
-    let script = redis_cli(&format!("config get {name}"));
-    let out = docker(&["exec", redis_container, "sh", "-c", &script]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = redis_cli_in(redis_container, &format!("config get {name}"))?;
     // redis-cli prints the name, then the value.
-    let value = text.lines().nth(1).map(str::to_owned);
-    value.filter(|_| out.status.success())
+    text.lines().nth(1).map(str::to_owned)
 }
 
 /// Each acknowledged write is in the append-only file: `appendonly yes` and Redis writing

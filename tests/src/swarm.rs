@@ -174,10 +174,9 @@ pub fn redis_master(stack: &str) -> String {
 
 /// `master` or `slave`, as the copy in `container` answers `ROLE`.
 pub fn redis_role(container: &str) -> Option<String> {
-    let script = format!("{} | head -n 1", crate::compose::redis_cli("role"));
-    let out = docker(&["exec", container, "sh", "-c", &script]);
-    let role = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !role.is_empty()).then_some(role)
+    let text = crate::compose::redis_cli_in(container, "role")?;
+    let role = text.lines().next().unwrap_or_default().trim();
+    (!role.is_empty()).then(|| role.to_owned())
 }
 
 /// The stories of a stack's Redis copies and Sentinels: why its count stalled.
