@@ -572,17 +572,20 @@ def wait_for_board(port):
     sys.exit("benchmark: no heartbeat within 10 s")
 
 
+# What the Compose file and the stack's copies run: each command written before Redis
+# answers, synced by the kernel.
+SHIPPED_PERSISTENCE = ["--appendonly", "yes", "--appendfsync", "no"]
+
+
 def replicated_runs(seconds, data_dir):
     """The stack's Redis copies in small: a master that refuses writes without a replica,
     one replica attached, and web-fe waiting for it (WAIT 1) after every batch of views."""
     master_port, replica_port = free_port(), free_port()
-    master = start_redis(master_port, ["--appendonly", "yes", "--appendfsync", "no",
-                                       "--dbfilename", "master.rdb",
+    master = start_redis(master_port, [*SHIPPED_PERSISTENCE, "--dbfilename", "master.rdb",
                                        "--appendfilename", "master.aof",
                                        "--min-replicas-to-write", "1",
                                        "--min-replicas-max-lag", "5"], data_dir)
-    replica = start_redis(replica_port, ["--appendonly", "yes", "--appendfsync", "no",
-                                         "--dbfilename", "replica.rdb",
+    replica = start_redis(replica_port, [*SHIPPED_PERSISTENCE, "--dbfilename", "replica.rdb",
                                          "--appendfilename", "replica.aof",
                                          "--replicaof", "127.0.0.1", str(master_port)],
                           data_dir)
@@ -615,7 +618,7 @@ def wait_for_copies(port, wanted):
 
 PERSISTENCE = [
     ("none", ["--appendonly", "no"]),
-    ("appendonly, synced by the kernel", ["--appendonly", "yes", "--appendfsync", "no"]),
+    ("appendonly, synced by the kernel", SHIPPED_PERSISTENCE),
     ("appendonly, fsync every second", ["--appendonly", "yes", "--appendfsync", "everysec"]),
     ("appendonly, fsync every write", ["--appendonly", "yes", "--appendfsync", "always"]),
 ]
