@@ -48,8 +48,9 @@ const READY_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!("re
 /// Pause between attempts while Redis restarts (a graceful restart takes ~100 ms).
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
-/// Numbers batches within this process; with the hostname and start time it names each one.
-static BATCHES: AtomicU64 = AtomicU64::new(0);
+/// Numbers the senders (one per worker) within this process; with the hostname and start
+/// time it names each one's record.
+static SENDERS: AtomicU64 = AtomicU64::new(0);
 
 /// How many replicas the master had at the heartbeat's last look: a view waits for one of
 /// them to hold it (`WAIT`) only where there is one.
@@ -85,8 +86,11 @@ struct Counter {
     visit: redis::Script,
     ready: redis::Script,
     hostname: String,
-    /// `visits:<hostname>:<start ms>:<pid>:`, to which each batch adds its number.
-    batch_prefix: String,
+    /// `visits:<hostname>:<start ms>:<pid>:<sender>`: the outcome of this sender's latest
+    /// batch, for a retry of it to find (see visit.lua).
+    record_key: String,
+    /// Batches sent so far: each one's number.
+    batches: Cell<u64>,
     queue: Queue,
 }
 
@@ -123,7 +127,12 @@ impl Store {
             visit: redis::Script::new(VISIT_SCRIPT),
             ready: redis::Script::new(READY_SCRIPT),
             hostname: hostname.to_owned(),
-            batch_prefix: format!("visits:{hostname}:{started}:{}:", std::process::id()),
+            record_key: format!(
+                "visits:{hostname}:{started}:{}:{}",
+                std::process::id(),
+                SENDERS.fetch_add(1, Ordering::Relaxed)
+            ),
+            batches: Cell::new(0),
             queue: Queue::new(batch_sizes),
         }))
     }
@@ -164,12 +173,10 @@ impl Counter {
     async fn send_batches(self: Rc<Self>) {
         let patience = |arrived| self.patience(arrived);
         while let Some(batch) = self.queue.next_batch(patience, &self.link.address()) {
-            let key = format!(
-                "{}{}",
-                self.batch_prefix,
-                BATCHES.fetch_add(1, Ordering::Relaxed)
-            );
-            let outcome = self.count_batch(&key, batch.len(), batch[0].arrived).await;
+            let number = self.batches.replace(self.batches.get() + 1);
+            let outcome = self
+                .count_batch(number, batch.len(), batch[0].arrived)
+                .await;
             batch::answer(batch, outcome);
         }
     }
@@ -185,8 +192,9 @@ impl Counter {
 
     /// Counts a batch's views exactly once.
     ///
-    /// Failed attempts are tried again on a new connection with the same batch key, which
-    /// makes that safe, until the batch's patience runs out (counted from its oldest view).
+    /// Failed attempts are tried again on a new connection with the same batch number,
+    /// which makes that safe (the next batch is sent only once this one is settled), until
+    /// the batch's patience runs out (counted from its oldest view).
     /// While Redis restarts (a connection broke after the call was sent: the views may
     /// already be counted) or hands the master's role over (`NOREPLICAS`, `READONLY`),
     /// the batch, and the views queued behind it, keep trying for the restart grace: a
@@ -194,16 +202,16 @@ impl Counter {
     /// Once any attempt may have counted, the error says so, whatever later attempts saw.
     async fn count_batch(
         &self,
-        batch_key: &str,
+        batch: u64,
         views: usize,
         oldest: Instant,
     ) -> Result<Vec<Visit>, StoreError> {
         let mut deadline = oldest + self.patience(oldest);
-        let (mut maybe_counted, mut retry) = (false, false);
+        let mut maybe_counted = false;
         let mut last_error: Option<StoreError> = None;
         loop {
             let sent = Cell::new(false);
-            let attempt = self.visit_once(batch_key, views, retry, &sent);
+            let attempt = self.visit_once(batch, views, &sent);
             let failure = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(visits)) => return Ok(visits),
                 Ok(Err(failure)) => failure,
@@ -229,7 +237,6 @@ impl Counter {
             }
             tracing::debug!(error = %failure.error, "retrying the batch on a new connection");
             last_error = Some(failure.error);
-            retry = true;
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
@@ -237,9 +244,8 @@ impl Counter {
     /// One try of the batch on the shared connection; `sent` is set once the call goes out.
     async fn visit_once(
         &self,
-        batch_key: &str,
+        batch: u64,
         views: usize,
-        retry: bool,
         sent: &Cell<bool>,
     ) -> Result<Vec<Visit>, FailedAttempt> {
         let mut conn = self
@@ -247,17 +253,17 @@ impl Counter {
             .connection()
             .await
             .map_err(|e| self.attempt_failed(e))?;
-        // The batch's counts must outlive every retry of it.
+        // The batch's record must outlive every retry of it.
         let key_ttl_ms = (self.timeout + self.restart_grace).as_millis() + 1000;
         let mut invocation = self.visit.key(HITS);
         invocation
             .key(SERVED)
-            .key(batch_key)
+            .key(&self.record_key)
             .arg(&self.hostname)
             .arg(key_ttl_ms.to_string())
             .arg(crate::clock::unix_millis())
-            .arg(if retry { "retry" } else { "first" })
-            .arg(views);
+            .arg(views)
+            .arg(batch);
         sent.set(true);
         let (reply, acked) = self.run_visit(&mut conn, &invocation).await;
         let (last, mine, repairs) = reply.map_err(|e| FailedAttempt {

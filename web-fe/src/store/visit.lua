@@ -1,20 +1,26 @@
 -- Counts a batch of views, each exactly once, and the views this replica served.
 --
--- KEYS: hits, served (hash host -> views), batch (the batch's record: a string key)
--- ARGV: host, record_ttl_ms, now_ms, attempt ('first' or 'retry'), views (how many)
+-- KEYS: hits, served (hash host -> views), record (the sender's last batch: a string key)
+-- ARGV: host, record_ttl_ms, now_ms, views (how many), batch (its number, from 0 per sender)
 -- Returns: {last, mine, repairs}: `hits` and this replica's views served after the batch.
 -- Its views are the last ones counted, in order: the first has `last - views + 1`.
 --
 -- A batch is one atomic run, so its views are counted together or not at all, and a
--- view is named by its batch's key and its place in the batch. The record of the batch
--- (`last:mine`) is one write, whatever the number of views, and a retry finds it.
+-- view is named by its batch's number and its place in the batch. Each sender (one per
+-- worker) sends one batch at a time, so one key per sender holds the outcome of its
+-- latest batch (`batch:last:mine`): one write per batch, whatever the number of views, to
+-- a key that already exists (a new key per batch made each call cost Redis about 30 %
+-- more, and then the work of expiring it). Every attempt looks there first: a retry finds
+-- its own batch (counted) or an older one (not counted); a call that reaches Redis late,
+-- after a later attempt or batch ran (a delayed packet of a connection web-fe gave up on),
+-- finds its own batch or a newer one, and counts nothing.
 --
 -- The work is the same whatever the number of replicas: the board is read by the heartbeat
 -- (presence.lua), not here. Data that web-fe did not write in the shape it expects never
 -- stops counting: a foreign value in `served` is moved aside or reset (and reported, to be
 -- logged), and a `hits` that is not a whole number is refused before anything is written.
-local hits, served, batch = KEYS[1], KEYS[2], KEYS[3]
-local host, ttl, now, retry, views = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == 'retry', tonumber(ARGV[5])
+local hits, served, record = KEYS[1], KEYS[2], KEYS[3]
+local host, ttl, now, views, batch = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 
 -- A call through pcall: the Redis error, if any, instead of aborting the script. Shapes are
 -- checked only when a write fails, so the common path pays nothing for them.
@@ -34,14 +40,16 @@ end
 -- figures. This call must still write: `WAIT` after it confirms only what this connection
 -- wrote, and the counts were written on another one, so without a write of its own a retry
 -- would be answered 200 before any replica holds them. Renewing the record's expiry is that
--- write; it reaches a replica after the counts do. A first attempt skips the lookup: its
--- key is new (numbered within this process).
-if retry then
-  local last, mine = string.match(redis.call('GET', batch) or '', '^(-?%d+):(-?%d+)$')
-  if last then
-    redis.call('PEXPIRE', batch, ttl)
-    return {tonumber(last), tonumber(mine), repairs}
-  end
+-- write; it reaches a replica after the counts do. The record is web-fe's own (named after
+-- this process): anything else found there is overwritten below.
+local found, found_last, found_mine =
+  string.match(try('GET', record) or '', '^(%d+):(-?%d+):(-?%d+)$')
+found = tonumber(found)
+if found == batch then
+  redis.call('PEXPIRE', record, ttl)
+  return {tonumber(found_last), tonumber(found_mine), repairs}
+elseif found and found > batch then
+  return redis.error_reply('STALE batch ' .. batch .. ' reached Redis after batch ' .. found)
 end
 
 -- `hits` is counted first: if it cannot be, nothing at all is written.
@@ -67,5 +75,5 @@ if served_err then
   mine = redis.call('HINCRBY', served, host, views)
 end
 -- `%d`, not `..`: Lua would write a count of 15 digits or more in exponent form.
-redis.call('SET', batch, string.format('%d:%d', last, mine), 'PX', ttl)
+redis.call('SET', record, string.format('%d:%d:%d', batch, last, mine), 'PX', ttl)
 return {last, mine, repairs}

@@ -76,6 +76,49 @@ async fn a_lost_reply_is_asked_again_and_the_view_counted_once() {
     assert_eq!(second["served"], 2);
 }
 
+#[tokio::test]
+async fn a_view_lost_on_its_way_to_redis_is_counted_by_its_retry() {
+    let redis = Redis::start();
+    let proxy = FlakyProxy::start(redis.port);
+    let web = WebFe::start(&proxy.url(), &[("WORKERS", "1")]);
+    let http = client();
+    // Each counted batch leaves its outcome under the worker's record key: the retry of a
+    // batch Redis never ran must not take an earlier batch's outcome for its own.
+    for expected in 1..=2 {
+        assert_eq!(get_json(&http, &web.url("/api")).await["count"], expected);
+    }
+    proxy.hold_next_visit();
+    let third = get_json(&http, &web.url("/api")).await;
+    assert_eq!(proxy.lost(), 1, "a visit was lost");
+    assert_eq!(redis.hits(), 3, "counted by the retry, once");
+    assert_eq!(third["count"], 3, "{third}");
+    assert_eq!(third["served"], 3, "{third}");
+}
+
+#[tokio::test]
+async fn a_visit_that_reaches_redis_late_counts_nothing() {
+    let redis = Redis::start();
+    let proxy = FlakyProxy::start(redis.port);
+    let web = WebFe::start(&proxy.url(), &[("WORKERS", "1")]);
+    let http = client();
+    let url = web.url("/api");
+    assert_eq!(get_json(&http, &url).await["count"], 1);
+    // The first try of a view is held back and its connection dropped; the retry counts
+    // it. The first try then arrives: its batch is already counted.
+    proxy.hold_next_visit();
+    assert_eq!(get_json(&http, &url).await["count"], 2);
+    let late = proxy.deliver_held();
+    assert_eq!(redis.hits(), 2, "a late first try counted again: {late}");
+    // Likewise when the worker's next batch ran before it arrived.
+    proxy.hold_next_visit();
+    assert_eq!(get_json(&http, &url).await["count"], 3);
+    assert_eq!(get_json(&http, &url).await["count"], 4);
+    let late = proxy.deliver_held();
+    assert!(late.starts_with("-STALE"), "{late}");
+    assert_eq!(redis.hits(), 4, "a late first try counted again: {late}");
+    assert_eq!(get_json(&http, &url).await["count"], 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_batch_reply_is_asked_again_and_each_view_in_it_counted_once() {
     const ROUNDS: usize = 20;

@@ -258,10 +258,12 @@ pub async fn text(http: &reqwest::Client, url: &str) -> String {
 }
 
 /// A TCP proxy in front of a real Redis that fails the way a crash mid-call does: Redis
-/// runs the next visit, and its reply is lost with the connection. Other calls (the
-/// heartbeat's) pass untouched.
+/// runs the next visit, and its reply is lost with the connection; or the visit itself is
+/// held back and its connection dropped before Redis gets it, to be delivered late or never.
+/// Other calls (the heartbeat's) pass untouched.
 pub struct FlakyProxy {
     pub port: u16,
+    redis_port: u16,
     state: Arc<ProxyState>,
     accept: Option<std::thread::JoinHandle<()>>,
 }
@@ -271,9 +273,13 @@ struct ProxyState {
     /// The reply to the next call counting at least this many views is to be lost;
     /// 0: none.
     lose_next_visit: AtomicUsize,
+    /// The next call counting views is to be held back, its connection dropped.
+    hold_next_visit: AtomicBool,
+    /// The call held back, not yet delivered.
+    held: Mutex<Option<Vec<u8>>>,
     /// No more connections are accepted.
     refusing: AtomicBool,
-    /// Replies lost so far.
+    /// Replies and visits lost so far.
     lost: AtomicUsize,
 }
 
@@ -295,6 +301,7 @@ impl FlakyProxy {
         });
         Self {
             port,
+            redis_port,
             state,
             accept: Some(accept),
         }
@@ -315,13 +322,36 @@ impl FlakyProxy {
         self.state.lose_next_visit.store(views, Ordering::SeqCst);
     }
 
+    /// The next visit is held back and its connection dropped before Redis gets it.
+    pub fn hold_next_visit(&self) {
+        self.state.hold_next_visit.store(true, Ordering::SeqCst);
+    }
+
+    /// Sends the visit held back to Redis now, on a connection of its own, as a packet of a
+    /// connection web-fe gave up on may arrive late; returns Redis's reply.
+    pub fn deliver_held(&self) -> String {
+        let call = self
+            .state
+            .held
+            .lock()
+            .unwrap()
+            .take()
+            .expect("a visit held back");
+        let mut redis = TcpStream::connect(("127.0.0.1", self.redis_port)).unwrap();
+        redis.set_read_timeout(Some(START_TIMEOUT)).unwrap();
+        redis.write_all(&call).unwrap();
+        let mut reply = String::new();
+        BufReader::new(redis).read_line(&mut reply).unwrap();
+        reply
+    }
+
     /// As [`Self::lose_next_visit_reply`], and from now on nothing connects.
     pub fn fail_next_visit_reply(&self) {
         self.lose_next_visit_reply();
         self.state.refusing.store(true, Ordering::SeqCst);
     }
 
-    /// Replies lost so far.
+    /// Replies and visits lost so far.
     pub fn lost(&self) -> usize {
         self.state.lost.load(Ordering::SeqCst)
     }
@@ -336,25 +366,21 @@ impl Drop for FlakyProxy {
     }
 }
 
-/// How many views a call to the visit script counts: the argument after its attempt
-/// (`first` or `retry`), a RESP bulk string such as `$1\r\n6\r\n`; 0 for other calls.
+/// How many views a call to the visit script counts; 0 for other calls. The call is a RESP
+/// array of bulk strings (`*10\r\n$7\r\nEVALSHA\r\n$40\r\n<sha>\r\n...`): the script,
+/// 3 keys (`hits` first), then host, expiry, time and the number of views.
 fn views_counted(call: &[u8]) -> usize {
     let text = String::from_utf8_lossy(call);
-    let Some(at) = ["\r\nfirst\r\n", "\r\nretry\r\n"]
-        .iter()
-        .find_map(|attempt| text.find(attempt).map(|at| at + attempt.len()))
-    else {
-        return 0;
-    };
-    text[at..]
-        .split("\r\n")
-        .nth(1)
-        .and_then(|views| views.parse().ok())
-        .unwrap_or(0)
+    let elements: Vec<&str> = text.split("\r\n").skip(2).step_by(2).take(10).collect();
+    match elements[..] {
+        ["EVALSHA", _, "3", "hits", _, _, _, _, _, views] => views.parse().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Relays one client connection to Redis. A call that counts views while a loss is
-/// armed dooms its connection: Redis runs it, and the reply is dropped with both sockets.
+/// armed dooms its connection: Redis runs it, and the reply is dropped with both sockets;
+/// or, while a hold is armed, the call is kept back and both sockets dropped.
 fn relay(client: TcpStream, redis_port: u16, state: &Arc<ProxyState>) {
     client.set_nonblocking(false).unwrap();
     let upstream =
@@ -366,6 +392,11 @@ fn relay(client: TcpStream, redis_port: u16, state: &Arc<ProxyState>) {
         upstream.try_clone().unwrap(),
         move |call| {
             let views = views_counted(call);
+            if views > 0 && state.hold_next_visit.swap(false, Ordering::SeqCst) {
+                *state.held.lock().unwrap() = Some(call.to_vec());
+                state.lost.fetch_add(1, Ordering::SeqCst);
+                return false;
+            }
             let armed = state.lose_next_visit.load(Ordering::SeqCst);
             if armed > 0
                 && views >= armed
