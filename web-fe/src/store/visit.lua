@@ -9,8 +9,8 @@
 -- view is named by its batch's number and its place in the batch. Each sender (one per
 -- worker) sends one batch at a time, so one key per sender holds the outcome of its
 -- latest batch (`batch:last:mine`): one write per batch, whatever the number of views, to
--- a key that already exists (a new key per batch made each call cost Redis about 30 %
--- more, and then the work of expiring it). Every attempt looks there first: a retry finds
+-- a key that already exists (a new key per batch cost Redis about an eighth more CPU per
+-- call, with the work of expiring it). Every attempt looks there first: a retry finds
 -- its own batch (counted) or an older one (not counted); a call that reaches Redis late,
 -- after a later attempt or batch ran (a delayed packet of a connection web-fe gave up on),
 -- finds its own batch or a newer one, and counts nothing.
