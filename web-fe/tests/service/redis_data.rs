@@ -25,6 +25,15 @@ fn now_ms() -> u128 {
         .as_millis()
 }
 
+/// Redis behind a [`FlakyProxy`], and web-fe with one worker: one sender, one batch at a
+/// time.
+fn one_worker_behind_a_proxy() -> (Redis, FlakyProxy, WebFe, reqwest::Client) {
+    let redis = Redis::start();
+    let proxy = FlakyProxy::start(redis.port);
+    let web = WebFe::start(&proxy.url(), &[("WORKERS", "1")]);
+    (redis, proxy, web, client())
+}
+
 #[tokio::test]
 async fn a_reply_lost_then_a_refused_connection_still_says_maybe_counted() {
     let redis = Redis::start();
@@ -56,13 +65,10 @@ async fn a_reply_lost_then_a_refused_connection_still_says_maybe_counted() {
 
 #[tokio::test]
 async fn a_lost_reply_is_asked_again_and_the_view_counted_once() {
-    let redis = Redis::start();
-    let proxy = FlakyProxy::start(redis.port);
-    let web = WebFe::start(&proxy.url(), &[("WORKERS", "1")]);
-    let http = client();
+    let (redis, proxy, web, http) = one_worker_behind_a_proxy();
     let first = get_json(&http, &web.url("/api")).await;
     // Redis counts the next view but its reply is lost with the connection, so web-fe
-    // cannot tell whether it counted: it asks again with the same batch key.
+    // cannot tell whether it counted: it asks again with the same batch number.
     proxy.lose_next_visit_reply();
     let response = http.get(web.url("/api")).send().await.unwrap();
     assert_eq!(response.status(), 200, "the retry answers");
@@ -78,10 +84,7 @@ async fn a_lost_reply_is_asked_again_and_the_view_counted_once() {
 
 #[tokio::test]
 async fn a_view_lost_on_its_way_to_redis_is_counted_by_its_retry() {
-    let redis = Redis::start();
-    let proxy = FlakyProxy::start(redis.port);
-    let web = WebFe::start(&proxy.url(), &[("WORKERS", "1")]);
-    let http = client();
+    let (redis, proxy, web, http) = one_worker_behind_a_proxy();
     // Each counted batch leaves its outcome under the worker's record key: the retry of a
     // batch Redis never ran must not take an earlier batch's outcome for its own.
     for expected in 1..=2 {
@@ -97,10 +100,7 @@ async fn a_view_lost_on_its_way_to_redis_is_counted_by_its_retry() {
 
 #[tokio::test]
 async fn a_visit_that_reaches_redis_late_counts_nothing() {
-    let redis = Redis::start();
-    let proxy = FlakyProxy::start(redis.port);
-    let web = WebFe::start(&proxy.url(), &[("WORKERS", "1")]);
-    let http = client();
+    let (redis, proxy, web, http) = one_worker_behind_a_proxy();
     let url = web.url("/api");
     assert_eq!(get_json(&http, &url).await["count"], 1);
     // The first try of a view is held back and its connection dropped; the retry counts
@@ -123,10 +123,7 @@ async fn a_visit_that_reaches_redis_late_counts_nothing() {
 async fn a_lost_batch_reply_is_asked_again_and_each_view_in_it_counted_once() {
     const ROUNDS: usize = 20;
     const CONCURRENT: usize = 40;
-    let redis = Redis::start();
-    let proxy = FlakyProxy::start(redis.port);
-    let web = WebFe::start(&proxy.url(), &[("WORKERS", "1")]);
-    let http = client();
+    let (redis, proxy, web, http) = one_worker_behind_a_proxy();
     // Views that arrive while a call is in flight go together in the next one: the reply
     // to the first such batch is lost with its connection, after Redis ran it.
     proxy.lose_next_batch_reply(2);
