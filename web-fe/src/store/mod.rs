@@ -48,6 +48,13 @@ const READY_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!("re
 /// Pause between attempts while Redis restarts (a graceful restart takes ~100 ms).
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
+/// How long a worker's record outlives its latest batch: longer than any retry of that
+/// batch (`REDIS_TIMEOUT` and `REDIS_RESTART_GRACE`, a minute each at most), and longer than
+/// Linux keeps sending the call of a connection web-fe gave up on (8 tries for an orphaned
+/// socket's data, about 100 s from a first timeout of 200 ms): a call that arrives late
+/// still finds the record and counts nothing.
+const RECORD_TTL_MS: u64 = 10 * 60 * 1000;
+
 /// Numbers the senders (one per worker) within this process; with the hostname and start
 /// time it names each one's record.
 static SENDERS: AtomicU64 = AtomicU64::new(0);
@@ -253,14 +260,12 @@ impl Counter {
             .connection()
             .await
             .map_err(|e| self.attempt_failed(e))?;
-        // The batch's record must outlive every retry of it.
-        let key_ttl_ms = (self.timeout + self.restart_grace).as_millis() + 1000;
         let mut invocation = self.visit.key(HITS);
         invocation
             .key(SERVED)
             .key(&self.record_key)
             .arg(&self.hostname)
-            .arg(key_ttl_ms.to_string())
+            .arg(RECORD_TTL_MS)
             .arg(crate::clock::unix_millis())
             .arg(views)
             .arg(batch);

@@ -117,6 +117,15 @@ async fn a_visit_that_reaches_redis_late_counts_nothing() {
     assert!(late.starts_with("-STALE"), "{late}");
     assert_eq!(redis.hits(), 4, "a late first try counted again: {late}");
     assert_eq!(get_json(&http, &url).await["count"], 5);
+    // The record outlasts the time Linux keeps sending a call given up on (about 100 s).
+    let records: Vec<String> = redis.query(&["KEYS", "visits:*"]);
+    assert_eq!(
+        records.len(),
+        1,
+        "one record for the one worker: {records:?}"
+    );
+    let ttl_ms: i64 = redis.query(&["PTTL", &records[0]]);
+    assert!(ttl_ms > 120_000, "the record expires in {ttl_ms} ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
