@@ -94,7 +94,7 @@ struct Counter {
     ready: redis::Script,
     hostname: String,
     /// `visits:<hostname>:<start ms>:<pid>:<sender>`: the outcome of this sender's latest
-    /// batch, for a retry of it to find (see visit.lua).
+    /// batch, which every attempt looks up first (see visit.lua).
     record_key: String,
     /// Batches sent so far: each one's number.
     batches: Cell<u64>,
