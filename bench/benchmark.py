@@ -11,9 +11,10 @@ Starts a private redis-server and the release web-fe on free loopback ports, the
   * wrk at 50 connections on /api, / and /healthz (no Redis call), with keep-alive on and
     off, as ratios of those ceilings; without keep-alive, nginx, / and /healthz take turns
     (A B C C B A, half a run each), so that the machine's drift tilts none of their ratios
-  * for each wrk run, the whole machine's CPU time per request (/proc/stat), and Redis's
-    own time per counted view and views per script call (INFO commandstats): where a
-    counted view's cost goes, and how many views each batch carried
+  * for each wrk run, the whole machine's CPU time per request (/proc/stat) and how much
+    of the run its cores were busy, and Redis's own time per counted view and views per
+    script call (INFO commandstats): where a counted view's cost goes, how long requests
+    waited with a core idle, and how many views each batch carried
   * loaded (peak) RSS of web-fe
   * the replicated set-up of the stack: a master with one replica attached, each batch of
     views answered once the replica confirms it (WAIT): /api with keep-alive and / without
@@ -222,10 +223,11 @@ def wrk(port, path, seconds, close, servers=()):
         return [(done.children_user, done.children_system),
                 *(process_seconds(pid) for _, pid in servers)]
 
-    busy, before = cpu_busy_seconds(), each_seconds()
+    busy, before, started = cpu_busy_seconds(), each_seconds(), time.monotonic()
     out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     busy, after = cpu_busy_seconds() - busy, each_seconds()
+    elapsed = time.monotonic() - started
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     p99 = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", out)
@@ -234,6 +236,8 @@ def wrk(port, path, seconds, close, servers=()):
     return {"rps": rps, "p99_ms": float(p99.group(1)) * scale, "requests": requests,
             # The whole machine's CPU per request: load tool, server and Redis together.
             "cpu_us": busy * 1e6 / requests,
+            # How much of the run the cores were busy: below 1, requests waited with a core idle.
+            "busy_s": busy, "core_s": elapsed * os.cpu_count(),
             # The same, split: wrk's own (user, kernel), then each server's.
             "split_us": {name: tuple((a - b) * 1e6 / requests for a, b in zip(end, start))
                          for name, start, end in zip(names, before, after)},
@@ -281,6 +285,7 @@ def joined(parts):
     return {"rps": requests / sum(p["requests"] / p["rps"] for p in parts),
             "p99_ms": max(p["p99_ms"] for p in parts), "requests": requests,
             "cpu_us": per_request(lambda p: p["cpu_us"]),
+            "busy_s": sum(p["busy_s"] for p in parts), "core_s": sum(p["core_s"] for p in parts),
             "split_us": {name: tuple(per_request(lambda p, n=name, i=i: p["split_us"][n][i])
                                      for i in (0, 1))
                          for name in parts[0]["split_us"]},
@@ -453,7 +458,8 @@ def report(args, rounds, persistence, history, counted):
         print(f"  {name:9} " + ", ".join(
             f"{who} {mid(lambda o, w=who, i=0: run(o)['split_us'][w][i]):.0f} + "
             f"{mid(lambda o, w=who, i=1: run(o)['split_us'][w][i]):.0f} us"
-            for who in parts))
+            for who in parts) +
+            f"; cores busy {mid(lambda o: run(o)['busy_s'] / run(o)['core_s']):.1%}")
     for k in ("on", "off"):
         print(f"web-fe (keep-alive {k}): ready in {mid(lambda o: o['memory'][k]['ready_ms']):.1f} ms, "
               f"idle RSS {mid(lambda o: o['memory'][k]['idle_kib']) / 1024:.1f} MiB, "
