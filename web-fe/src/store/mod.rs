@@ -37,9 +37,9 @@ const BEATS: &str = "replicas:heartbeat";
 const COPY_NODES: &str = "redis:copies";
 
 /// Counts a batch of views atomically, with the views its replica served, and keeps the
-/// outcome under the batch's own key: a retry of the same batch (after a connection broke
-/// with the outcome unknown) finds it and gets the first call's counts instead of counting
-/// again.
+/// outcome under its sender's record key with the batch's number: a retry of the same
+/// batch (after a connection broke with the outcome unknown) finds it and gets the first
+/// call's counts instead of counting again, and a call that arrives late counts nothing.
 const VISIT_SCRIPT: &str = concat!(include_str!("prelude.lua"), include_str!("visit.lua"));
 
 /// Readiness: Redis answers and `hits` holds a number that can be counted on.
